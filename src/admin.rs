@@ -1,0 +1,171 @@
+//! The admin endpoint: `GET /metrics`, `/health`, `/ready` and `/routes`.
+//!
+//! - `/health` answers 200 while the process serves HTTP at all.
+//! - `/ready` answers 200 once routes are loaded and every listener accepts connections,
+//!   and 503 with the reason before that.
+//! - `/routes` lists the live route table, one route per line.
+
+use crate::metrics;
+use crate::routes::RouteStore;
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `/ready` reports.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listeners_up: AtomicBool,
+}
+
+impl Readiness {
+    /// True when every listener accepts connections.
+    pub fn is_ready(&self) -> bool {
+        self.listeners_up.load(Ordering::Acquire)
+    }
+}
+
+/// The admin HTTP application.
+#[derive(Debug)]
+pub struct AdminApp {
+    routes: Arc<RouteStore>,
+    readiness: Arc<Readiness>,
+}
+
+impl AdminApp {
+    /// Creates the app.
+    pub fn new(routes: Arc<RouteStore>, readiness: Arc<Readiness>) -> Self {
+        AdminApp { routes, readiness }
+    }
+
+    fn answer(&self, method: &str, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if method != "GET" && method != "HEAD" {
+            return (StatusCode::METHOD_NOT_ALLOWED, TEXT, b"use GET\n".to_vec());
+        }
+        match path {
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                metrics::render(),
+            ),
+            "/health" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
+            "/ready" => {
+                let table = self.routes.load();
+                if !self.readiness.is_ready() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        TEXT,
+                        b"not ready: listeners are not accepting yet\n".to_vec(),
+                    )
+                } else {
+                    let body = format!("ready: {} routes\n", table.len());
+                    (StatusCode::OK, TEXT, body.into_bytes())
+                }
+            }
+            "/routes" => {
+                let table = self.routes.load();
+                let mut body = String::new();
+                for r in table.routes() {
+                    body.push_str(&format!("{} -> {}", r.label, r.upstream));
+                    if !r.upstream.pinned.is_empty() {
+                        let pins: Vec<String> =
+                            r.upstream.pinned.iter().map(|a| a.to_string()).collect();
+                        body.push_str(&format!(" pinned {}", pins.join(",")));
+                    }
+                    body.push('\n');
+                }
+                (StatusCode::OK, TEXT, body.into_bytes())
+            }
+            _ => (
+                StatusCode::NOT_FOUND,
+                TEXT,
+                b"not found; try /metrics, /health, /ready or /routes\n".to_vec(),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.as_str().to_owned();
+        let path = req.uri.path().to_owned();
+        let (status, content_type, body) = self.answer(&method, &path);
+        let len = body.len();
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .header("content-length", len)
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+/// Background service that marks the gateway ready once every listener accepts a TCP
+/// connection. The probe closes without sending a byte, which the listener counts as an
+/// `empty` connection and logs only at debug level.
+#[derive(Debug)]
+pub struct ListenerProbe {
+    addresses: Vec<SocketAddr>,
+    readiness: Arc<Readiness>,
+}
+
+impl ListenerProbe {
+    /// Probes `addresses` (wildcard binds are probed on loopback).
+    pub fn new(addresses: Vec<SocketAddr>, readiness: Arc<Readiness>) -> Self {
+        ListenerProbe {
+            addresses,
+            readiness,
+        }
+    }
+}
+
+fn probe_target(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ListenerProbe {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        for addr in &self.addresses {
+            let target = probe_target(*addr);
+            let mut delay = Duration::from_millis(5);
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(target),
+                )
+                .await;
+                if let Ok(Ok(_stream)) = attempt {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+        }
+        log::info!("all listeners accept connections; ready");
+        self.readiness.listeners_up.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,137 @@
+//! Every metric snigate exports, in one place. Names are the constants below; the
+//! README's metrics table lists the same.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Connections closed, by listener, route and outcome.
+pub const CONNECTIONS_TOTAL: &str = "snigate_connections_total";
+/// Connections open now, by listener.
+pub const ACTIVE_CONNECTIONS: &str = "snigate_active_connections";
+/// Bytes relayed, by listener and direction (`upstream` = client to upstream, `downstream` = back).
+pub const BYTES_TOTAL: &str = "snigate_bytes_total";
+/// ClientHellos refused, by listener and reason.
+pub const CLIENTHELLO_REJECTS_TOTAL: &str = "snigate_clienthello_rejects_total";
+/// ClientHello sizes in bytes.
+pub const CLIENTHELLO_BYTES: &str = "snigate_clienthello_bytes";
+/// Upstream TCP connect latency in seconds, by listener.
+pub const UPSTREAM_CONNECT_SECONDS: &str = "snigate_upstream_connect_seconds";
+/// Routes in the live table.
+pub const ROUTES: &str = "snigate_routes";
+
+/// The registry `/metrics` serves.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
+    // Registration fails only for a duplicate name, which the constants above rule out.
+    if let Err(e) = REGISTRY.register(Box::new(metric.clone())) {
+        log::error!("metric registration failed: {e}");
+    }
+    metric
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    match IntCounterVec::new(Opts::new(name, help), labels) {
+        Ok(m) => register(m),
+        Err(e) => panic!("invalid metric definition {name}: {e}"), // static definitions
+    }
+}
+
+/// See [`CONNECTIONS_TOTAL`].
+pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        CONNECTIONS_TOTAL,
+        "Connections closed, by listener, route and outcome.",
+        &["listener", "route", "outcome"],
+    )
+});
+
+/// See [`ACTIVE_CONNECTIONS`].
+pub static ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    match IntGaugeVec::new(
+        Opts::new(ACTIVE_CONNECTIONS, "Connections open now, by listener."),
+        &["listener"],
+    ) {
+        Ok(m) => register(m),
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+});
+
+/// See [`BYTES_TOTAL`].
+pub static BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        BYTES_TOTAL,
+        "Bytes relayed, by listener and direction (upstream: client to upstream; downstream: upstream to client).",
+        &["listener", "direction"],
+    )
+});
+
+/// See [`CLIENTHELLO_REJECTS_TOTAL`].
+pub static REJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        CLIENTHELLO_REJECTS_TOTAL,
+        "ClientHellos refused, by listener and reason.",
+        &["listener", "reason"],
+    )
+});
+
+/// See [`CLIENTHELLO_BYTES`].
+pub static HELLO_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(CLIENTHELLO_BYTES, "Size of complete ClientHellos, in bytes.")
+        .buckets(vec![256.0, 512.0, 1024.0, 1500.0, 2048.0, 4096.0, 8192.0, 16384.0]);
+    match Histogram::with_opts(opts) {
+        Ok(m) => register(m),
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+});
+
+/// See [`UPSTREAM_CONNECT_SECONDS`].
+pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let buckets = exponential_buckets(0.0005, 2.0, 14).unwrap_or_default();
+    let opts = HistogramOpts::new(
+        UPSTREAM_CONNECT_SECONDS,
+        "Upstream TCP connect latency in seconds, by listener.",
+    )
+    .buckets(buckets);
+    match HistogramVec::new(opts, &["listener"]) {
+        Ok(m) => register(m),
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+});
+
+/// See [`ROUTES`].
+pub static ROUTE_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
+    match IntGauge::new(ROUTES, "Routes in the live table.") {
+        Ok(m) => register(m),
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+});
+
+/// Creates every metric so that `/metrics` lists them from the start, with zeroed series
+/// for each listener.
+pub fn init(listeners: &[&str]) {
+    for l in listeners {
+        ACTIVE.with_label_values(&[l]);
+        BYTES.with_label_values(&[l, "upstream"]);
+        BYTES.with_label_values(&[l, "downstream"]);
+        CONNECT_LATENCY.with_label_values(&[l]);
+        for r in crate::clienthello::Reject::ALL {
+            REJECTS.with_label_values(&[l, r.as_str()]);
+        }
+    }
+    LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&HELLO_SIZE);
+    LazyLock::force(&ROUTE_COUNT);
+}
+
+/// Renders the registry in Prometheus text format.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&REGISTRY.gather(), &mut out) {
+        log::error!("metrics encoding failed: {e}");
+    }
+    out
+}

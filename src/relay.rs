@@ -1,0 +1,214 @@
+//! Copying bytes both ways between client and upstream until both sides have closed.
+//!
+//! Half-close is respected: when one side finishes sending, its peer's write half is shut
+//! down and the other direction keeps flowing. Bytes are counted as they pass, so metrics
+//! stay current on long-lived Kafka connections, and an idle timer closes a connection
+//! that carried nothing either way for the idle timeout.
+
+use prometheus::IntCounter;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Buffer size for each direction, like HAProxy's default bufsize.
+pub const BUFFER_SIZE: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both sides closed.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// A socket error on either side.
+    Error,
+}
+
+impl RelayEnd {
+    /// Metric and log label.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RelayEnd::Closed => "ok",
+            RelayEnd::Idle => "idle_timeout",
+            RelayEnd::Error => "relay_error",
+        }
+    }
+}
+
+/// Totals after a relay.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayStats {
+    /// Client to upstream, excluding the replayed hello.
+    pub to_upstream: u64,
+    /// Upstream to client.
+    pub to_client: u64,
+    /// How it ended.
+    pub end: RelayEnd,
+}
+
+/// A stream wrapper that counts bytes read and stamps activity.
+struct Metered<'a, S> {
+    inner: S,
+    bytes: u64,
+    counter: &'a IntCounter,
+    activity: &'a Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > 0 {
+            self.bytes += n;
+            self.counter.inc_by(n);
+            self.activity.touch();
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Last activity, in milliseconds since the relay started.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Relays between `client` and `upstream` until both close, an error, or `idle` passes
+/// with no bytes either way. Counters get each chunk as it passes.
+pub async fn relay<C, U>(
+    client: C,
+    upstream: U,
+    idle: Duration,
+    up_counter: &IntCounter,
+    down_counter: &IntCounter,
+) -> RelayStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    };
+    let mut client = Metered {
+        inner: client,
+        bytes: 0,
+        counter: up_counter,
+        activity: &activity,
+    };
+    let mut upstream = Metered {
+        inner: upstream,
+        bytes: 0,
+        counter: down_counter,
+        activity: &activity,
+    };
+    let end = {
+        let copy = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            BUFFER_SIZE,
+            BUFFER_SIZE,
+        );
+        let watch = async {
+            loop {
+                let idle_for = activity.idle_for();
+                if idle_for >= idle {
+                    return;
+                }
+                tokio::time::sleep(idle - idle_for).await;
+            }
+        };
+        tokio::select! {
+            res = copy => if res.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
+            _ = watch => RelayEnd::Idle,
+        }
+    };
+    RelayStats {
+        to_upstream: client.bytes,
+        to_client: upstream.bytes,
+        end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn counter() -> IntCounter {
+        IntCounter::new("t", "t").unwrap()
+    }
+
+    #[tokio::test]
+    async fn half_close_keeps_the_other_direction() {
+        let (c_app, c_gw) = tokio::io::duplex(1024);
+        let (u_gw, u_app) = tokio::io::duplex(1024);
+        let (up, down) = (counter(), counter());
+        let relay = tokio::spawn(async move {
+            relay(c_gw, u_gw, Duration::from_secs(5), &up, &down).await
+        });
+        let (mut cr, mut cw) = tokio::io::split(c_app);
+        let (mut ur, mut uw) = tokio::io::split(u_app);
+        cw.write_all(b"request").await.unwrap();
+        cw.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        ur.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+        uw.write_all(b"reply after eof").await.unwrap();
+        uw.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        cr.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"reply after eof");
+        let stats = relay.await.unwrap();
+        assert_eq!((stats.to_upstream, stats.to_client), (7, 15));
+        assert_eq!(stats.end, RelayEnd::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed() {
+        let (_c_app, c_gw) = tokio::io::duplex(1024);
+        let (u_gw, _u_app) = tokio::io::duplex(1024);
+        let (up, down) = (counter(), counter());
+        let stats = relay(c_gw, u_gw, Duration::from_secs(60), &up, &down).await;
+        assert_eq!(stats.end, RelayEnd::Idle);
+    }
+}
