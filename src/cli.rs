@@ -94,7 +94,10 @@ pub fn render_routes(config: &Config, yaml: bool) -> String {
     if yaml {
         out.push_str("routes:\n");
         for r in routes {
-            out.push_str(&format!("  - sni: \"{}\"\n    upstream: \"{}\"\n", r.label, r.upstream));
+            out.push_str(&format!(
+                "  - sni: \"{}\"\n    upstream: \"{}\"\n",
+                r.label, r.upstream
+            ));
             if !r.upstream.pinned.is_empty() {
                 let pins: Vec<String> = r
                     .upstream
@@ -176,7 +179,8 @@ fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     }
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
-        let mut service = Service::new("admin".to_owned(), AdminApp::new(routes, readiness.clone()));
+        let mut service =
+            Service::new("admin".to_owned(), AdminApp::new(routes, readiness.clone()));
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }

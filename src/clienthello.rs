@@ -507,7 +507,11 @@ mod tests {
         for chunk in [16384, 50, 7, 1] {
             let input = records(&hs, chunk);
             for n in 0..input.len() {
-                assert_eq!(parse(&input[..n]), Parse::Incomplete, "chunk {chunk} len {n}");
+                assert_eq!(
+                    parse(&input[..n]),
+                    Parse::Incomplete,
+                    "chunk {chunk} len {n}"
+                );
             }
             assert_eq!(sni_of(&input).as_deref(), Some("a.test"));
         }
@@ -538,13 +542,22 @@ mod tests {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Parse::Invalid(Reject::NotTls));
         assert_eq!(parse(b"\x00\x01garbage"), Parse::Invalid(Reject::NotTls));
         assert_eq!(parse(&[0x16, 2]), Parse::Invalid(Reject::BadRecord));
-        assert_eq!(parse(&[0x16, 3, 1, 0, 0]), Parse::Invalid(Reject::BadRecord));
-        assert_eq!(parse(&[0x16, 3, 1, 0x48, 1]), Parse::Invalid(Reject::BadRecord));
+        assert_eq!(
+            parse(&[0x16, 3, 1, 0, 0]),
+            Parse::Invalid(Reject::BadRecord)
+        );
+        assert_eq!(
+            parse(&[0x16, 3, 1, 0x48, 1]),
+            Parse::Invalid(Reject::BadRecord)
+        );
     }
 
     #[test]
     fn rejects_sslv2() {
-        assert_eq!(parse(&[0x80, 0x2e, 0x01, 0x03, 0x01]), Parse::Invalid(Reject::SslV2));
+        assert_eq!(
+            parse(&[0x80, 0x2e, 0x01, 0x03, 0x01]),
+            Parse::Invalid(Reject::SslV2)
+        );
     }
 
     #[test]
@@ -580,9 +593,20 @@ mod tests {
     fn rejects_bad_and_ip_sni() {
         for name in [&b"1.2.3.4"[..], b"::1", b"[::1]", b"10.0.0.1."] {
             let input = records(&handshake(&hello_body(&[sni_ext(name)])), 16384);
-            assert_eq!(parse(&input), Parse::Invalid(Reject::IpLiteralSni), "{name:?}");
+            assert_eq!(
+                parse(&input),
+                Parse::Invalid(Reject::IpLiteralSni),
+                "{name:?}"
+            );
         }
-        for name in [&b""[..], b"a..b", b"-a.test", b"a b.test", b"\xff.test", b"."] {
+        for name in [
+            &b""[..],
+            b"a..b",
+            b"-a.test",
+            b"a b.test",
+            b"\xff.test",
+            b".",
+        ] {
             let input = records(&handshake(&hello_body(&[sni_ext(name)])), 16384);
             assert_eq!(parse(&input), Parse::Invalid(Reject::BadSni), "{name:?}");
         }
@@ -610,5 +634,89 @@ mod tests {
     fn trailing_dot_is_kept_for_the_matcher() {
         let input = records(&handshake(&hello_body(&[sni_ext(b"A.Test.")])), 16384);
         assert_eq!(sni_of(&input).as_deref(), Some("A.Test."));
+    }
+
+    /// Real hellos captured from clients (see tests/fixtures/clienthello/README.md).
+    const FIXTURES: [(&str, &[u8], &str); 8] = [
+        (
+            "openssl",
+            include_bytes!("../tests/fixtures/clienthello/openssl.bin"),
+            "openssl.capture.test",
+        ),
+        (
+            "curl",
+            include_bytes!("../tests/fixtures/clienthello/curl.bin"),
+            "curl.capture.test",
+        ),
+        (
+            "kcat",
+            include_bytes!("../tests/fixtures/clienthello/kcat.bin"),
+            "kafka.capture.test",
+        ),
+        (
+            "java",
+            include_bytes!("../tests/fixtures/clienthello/java.bin"),
+            "java.capture.test",
+        ),
+        (
+            "python",
+            include_bytes!("../tests/fixtures/clienthello/python.bin"),
+            "python.capture.test",
+        ),
+        (
+            "pq",
+            include_bytes!("../tests/fixtures/clienthello/pq-x25519mlkem768.bin"),
+            "pq.capture.test",
+        ),
+        (
+            "openssl-two-records",
+            include_bytes!("../tests/fixtures/clienthello/openssl-two-records.bin"),
+            "openssl.capture.test",
+        ),
+        (
+            "pq-many-records",
+            include_bytes!("../tests/fixtures/clienthello/pq-many-records.bin"),
+            "pq.capture.test",
+        ),
+    ];
+
+    #[test]
+    fn real_hellos_parse_with_their_sni() {
+        for (who, bytes, sni) in FIXTURES {
+            match parse(bytes) {
+                Parse::Complete(h) => {
+                    assert_eq!(h.sni.as_deref(), Some(sni), "{who}");
+                    assert_eq!(h.record_bytes, bytes.len(), "{who}");
+                }
+                other => panic!("{who}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_of_a_real_hello_is_incomplete() {
+        for (who, bytes, _) in FIXTURES {
+            for n in 0..bytes.len() {
+                assert_eq!(parse(&bytes[..n]), Parse::Incomplete, "{who} prefix {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn post_quantum_hello_is_larger_than_a_segment() {
+        let (_, pq, _) = FIXTURES[5];
+        assert!(pq.len() > 1460, "an Ethernet MSS is 1460 bytes");
+        match parse(pq) {
+            Parse::Complete(h) => assert!(h.hello_len > 1400),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn alpn_of_curl_is_reported() {
+        match parse(FIXTURES[1].1) {
+            Parse::Complete(h) => assert!(h.alpn.iter().any(|p| p == "http/1.1"), "{:?}", h.alpn),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -80,8 +80,13 @@ pub static REJECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// See [`CLIENTHELLO_BYTES`].
 pub static HELLO_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
-    let opts = HistogramOpts::new(CLIENTHELLO_BYTES, "Size of complete ClientHellos, in bytes.")
-        .buckets(vec![256.0, 512.0, 1024.0, 1500.0, 2048.0, 4096.0, 8192.0, 16384.0]);
+    let opts = HistogramOpts::new(
+        CLIENTHELLO_BYTES,
+        "Size of complete ClientHellos, in bytes.",
+    )
+    .buckets(vec![
+        256.0, 512.0, 1024.0, 1500.0, 2048.0, 4096.0, 8192.0, 16384.0,
+    ]);
     match Histogram::with_opts(opts) {
         Ok(m) => register(m),
         Err(e) => panic!("invalid metric definition: {e}"),
@@ -103,12 +108,13 @@ pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 
 /// See [`ROUTES`].
-pub static ROUTE_COUNT: LazyLock<IntGauge> = LazyLock::new(|| {
-    match IntGauge::new(ROUTES, "Routes in the live table.") {
-        Ok(m) => register(m),
-        Err(e) => panic!("invalid metric definition: {e}"),
-    }
-});
+pub static ROUTE_COUNT: LazyLock<IntGauge> =
+    LazyLock::new(
+        || match IntGauge::new(ROUTES, "Routes in the live table.") {
+            Ok(m) => register(m),
+            Err(e) => panic!("invalid metric definition: {e}"),
+        },
+    );
 
 /// Creates every metric so that `/metrics` lists them from the start, with zeroed series
 /// for each listener.

@@ -183,9 +183,10 @@ mod tests {
         let (c_app, c_gw) = tokio::io::duplex(1024);
         let (u_gw, u_app) = tokio::io::duplex(1024);
         let (up, down) = (counter(), counter());
-        let relay = tokio::spawn(async move {
-            relay(c_gw, u_gw, Duration::from_secs(5), &up, &down).await
-        });
+        let relay =
+            tokio::spawn(
+                async move { relay(c_gw, u_gw, Duration::from_secs(5), &up, &down).await },
+            );
         let (mut cr, mut cw) = tokio::io::split(c_app);
         let (mut ur, mut uw) = tokio::io::split(u_app);
         cw.write_all(b"request").await.unwrap();

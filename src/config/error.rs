@@ -53,7 +53,9 @@ pub enum ConfigError {
     #[error("the config has no `gateway:` section; add one with `listeners:` and `routes:`")]
     MissingGateway,
     /// `gateway.listeners` is empty.
-    #[error("gateway.listeners is empty; add at least one listener with a `name` and an `address`")]
+    #[error(
+        "gateway.listeners is empty; add at least one listener with a `name` and an `address`"
+    )]
     NoListeners,
     /// Two listeners with one name.
     #[error("gateway.listeners[{index}].name `{name}`{line} is already used by another listener; give each listener its own name")]

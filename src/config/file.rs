@@ -104,7 +104,8 @@ impl TryFrom<String> for Name {
         let v = expanded(raw)?;
         let ok = !v.is_empty()
             && v.len() <= 64
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if ok {
             Ok(Name(v))
         } else {
@@ -264,18 +265,47 @@ mod tests {
             parse_pattern("Pkc-1.test.").unwrap(),
             SniPattern::Exact("pkc-1.test".into())
         );
-        for bad in ["*", "*.test", "a.*.test", "*a.test", "**.a.test", "1.2.3.4", "a..test", ""] {
+        for bad in [
+            "*",
+            "*.test",
+            "a.*.test",
+            "*a.test",
+            "**.a.test",
+            "1.2.3.4",
+            "a..test",
+            "",
+        ] {
             assert!(parse_pattern(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn upstreams() {
-        assert_eq!(parse_upstream("{sni}:{port}").unwrap().to_string(), "{sni}:{port}");
-        assert_eq!(parse_upstream("A.test:9092").unwrap().to_string(), "a.test:9092");
-        assert_eq!(parse_upstream("[::1]:443").unwrap().to_string(), "[::1]:443");
-        assert_eq!(parse_upstream("10.0.0.1:443").unwrap().to_string(), "10.0.0.1:443");
-        for bad in ["a.test", "a.test:0", "a.test:99999", "x{sni}:1", "{sni}:{sni}", ":1", "[::1]"] {
+        assert_eq!(
+            parse_upstream("{sni}:{port}").unwrap().to_string(),
+            "{sni}:{port}"
+        );
+        assert_eq!(
+            parse_upstream("A.test:9092").unwrap().to_string(),
+            "a.test:9092"
+        );
+        assert_eq!(
+            parse_upstream("[::1]:443").unwrap().to_string(),
+            "[::1]:443"
+        );
+        assert_eq!(
+            parse_upstream("10.0.0.1:443").unwrap().to_string(),
+            "10.0.0.1:443"
+        );
+        for bad in [
+            "a.test",
+            "a.test:0",
+            "a.test:99999",
+            "x{sni}:1",
+            "{sni}:{sni}",
+            ":1",
+            "[::1]",
+        ] {
             assert!(parse_upstream(bad).is_err(), "{bad}");
         }
     }

@@ -234,7 +234,10 @@ fn gateway_config(g: file::FileGateway, text: &str) -> Result<GatewayConfig, Con
             });
         }
         let fallback = l.fallback.as_ref().map(|f| f.0.clone());
-        if fallback.as_ref().is_some_and(|f| f.host == UpstreamHost::Sni) {
+        if fallback
+            .as_ref()
+            .is_some_and(|f| f.host == UpstreamHost::Sni)
+        {
             let raw = text
                 .lines()
                 .filter(|line| line.trim_start().starts_with("fallback:"))
@@ -365,14 +368,16 @@ fn duplicate_line(text: &str, sni: &str, pattern: &crate::routes::SniPattern) ->
     let mut count = 0;
     for (i, l) in text.lines().enumerate() {
         let l = l.trim_start().trim_start_matches("- ");
-        let Some(rest) = l.strip_prefix("sni").and_then(|r| r.trim_start().strip_prefix(':'))
+        let Some(rest) = l
+            .strip_prefix("sni")
+            .and_then(|r| r.trim_start().strip_prefix(':'))
         else {
             continue;
         };
         let raw = rest.split(" #").next().unwrap_or("").trim();
         let raw = raw.trim_matches(|c| c == '"' || c == '\'');
-        let same = raw.eq_ignore_ascii_case(sni)
-            || file::parse_pattern(raw).is_ok_and(|p| &p == pattern);
+        let same =
+            raw.eq_ignore_ascii_case(sni) || file::parse_pattern(raw).is_ok_and(|p| &p == pattern);
         if same {
             count += 1;
             if count == 2 {
@@ -431,9 +436,15 @@ gateway:
         let e = err(&GOOD.replace("threads: 2", "thread: 2"));
         assert!(e.contains("unknown key `thread` (line 2)"), "{e}");
         let e = err(&GOOD.replace("  admin:", "  admn:"));
-        assert!(e.contains("unknown field `admn`") && e.contains("line 19"), "{e}");
+        assert!(
+            e.contains("unknown field `admn`") && e.contains("line 19"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("upstream: pl.", "upstraem: pl."));
-        assert!(e.contains("gateway.routes[2]") && e.contains("upstraem"), "{e}");
+        assert!(
+            e.contains("gateway.routes[2]") && e.contains("upstraem"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -446,9 +457,16 @@ gateway:
     #[test]
     fn bad_values_name_key_and_line() {
         let e = err(&GOOD.replace("127.0.0.1:443", "127.0.0.1:4x3"));
-        assert!(e.contains("gateway.listeners[1]: invalid address `127.0.0.1:4x3`") && e.contains("at line 9"), "{e}");
+        assert!(
+            e.contains("gateway.listeners[1]: invalid address `127.0.0.1:4x3`")
+                && e.contains("at line 9"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("\"*.eu.example.test\"", "\"eu.*.example.test\""));
-        assert!(e.contains("gateway.routes[1]: invalid wildcard") && e.contains("line 14"), "{e}");
+        assert!(
+            e.contains("gateway.routes[1]: invalid wildcard") && e.contains("line 14"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("10.0.0.5,", "ten,"));
         assert!(e.contains("invalid pinned address `ten`"), "{e}");
         let e = err(&GOOD.replace("default.test:443", "\"{sni}:443\""));
@@ -461,7 +479,10 @@ gateway:
     fn env_references_expand_and_missing_ones_fail() {
         let e = err(&GOOD.replace("default.test", "${SNIGATE_TEST_SURELY_UNSET}"));
         assert!(e.contains("SNIGATE_TEST_SURELY_UNSET is not set"), "{e}");
-        assert!(e.contains("gateway.listeners[1]") && e.contains("at line 10"), "{e}");
+        assert!(
+            e.contains("gateway.listeners[1]") && e.contains("at line 10"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -471,8 +492,14 @@ gateway:
         let e = err(&GOOD.replace("127.0.0.1:443", "127.0.0.1:9092"));
         assert!(e.contains("already used by listener `kafka`"), "{e}");
         let e = err(&GOOD.replace("name: https", "name: kafka"));
-        assert!(e.contains("gateway.listeners[1].name `kafka` (line 8)"), "{e}");
-        let e = err(&GOOD.replace("grace_period_seconds: 1", "grace_period_seconds: 1\ngateway_x: 1"));
+        assert!(
+            e.contains("gateway.listeners[1].name `kafka` (line 8)"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "grace_period_seconds: 1",
+            "grace_period_seconds: 1\ngateway_x: 1",
+        ));
         assert!(e.contains("unknown key `gateway_x`"), "{e}");
     }
 }

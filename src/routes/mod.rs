@@ -4,4 +4,6 @@ pub mod store;
 pub mod table;
 
 pub use store::RouteStore;
-pub use table::{normalize_name, Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+pub use table::{
+    normalize_name, Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort,
+};

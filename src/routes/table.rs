@@ -221,7 +221,10 @@ mod tests {
 
     fn table() -> RouteTable {
         RouteTable::new([
-            Route::new(SniPattern::Exact("pkc-1.eu.example.test".into()), up("exact")),
+            Route::new(
+                SniPattern::Exact("pkc-1.eu.example.test".into()),
+                up("exact"),
+            ),
             Route::new(SniPattern::Wildcard("eu.example.test".into()), up("eu")),
             Route::new(SniPattern::Wildcard("example.test".into()), up("all")),
         ])
@@ -234,7 +237,10 @@ mod tests {
 
     #[test]
     fn exact_beats_wildcard() {
-        assert_eq!(host_of(&table(), "pkc-1.eu.example.test").unwrap(), "exact:9092");
+        assert_eq!(
+            host_of(&table(), "pkc-1.eu.example.test").unwrap(),
+            "exact:9092"
+        );
     }
 
     #[test]

@@ -1,0 +1,265 @@
+//! Hot-path benchmarks: the ClientHello parser and the route table lookup.
+//!
+//! Run with `cargo bench --bench hotpath`. The whole run is tuned to finish in well under
+//! two minutes on a small machine; pass criterion flags after `--` to change that, e.g.
+//! `cargo bench --bench hotpath -- lookup`.
+//!
+//! Captured ClientHellos are read at run time from `tests/fixtures/clienthello/`. A missing
+//! capture is skipped with a message, so the bench still runs on a partial checkout.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
+use snigate::clienthello::{parse, Parse};
+use snigate::routes::{Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+
+/// Captures benchmarked one by one, in this order.
+const FIXTURES: &[&str] = &[
+    "openssl",
+    "curl",
+    "kcat",
+    "java",
+    "python",
+    "pq-x25519mlkem768",
+    "openssl-two-records",
+    "pq-many-records",
+];
+
+/// Captures also fed one byte at a time (every prefix parsed in turn).
+const TRICKLED: &[&str] = &["openssl", "openssl-two-records"];
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/clienthello")
+}
+
+/// Reads one capture, or says why it is skipped.
+fn load_fixture(name: &str) -> Option<Vec<u8>> {
+    let path = fixture_dir().join(format!("{name}.bin"));
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            match parse(&bytes) {
+                Parse::Complete(h) => eprintln!(
+                    "fixture {name}: {} bytes, hello_len {}, record_bytes {}, sni {:?}",
+                    bytes.len(),
+                    h.hello_len,
+                    h.record_bytes,
+                    h.sni
+                ),
+                other => {
+                    eprintln!("fixture {name}: WARNING, does not parse as complete: {other:?}")
+                }
+            }
+            Some(bytes)
+        }
+        Err(e) => {
+            eprintln!("fixture {name}: skipped ({}: {e})", path.display());
+            None
+        }
+    }
+}
+
+/// A small hand-built hello (SNI + ALPN) so the parse group is never empty.
+fn synthetic_hello() -> Vec<u8> {
+    let name = b"b0-pkc-1.region0.aws.confluent.test";
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x5a; 32]); // random
+    body.push(32);
+    body.extend_from_slice(&[0xa5; 32]); // session id
+    body.extend_from_slice(&[0, 6, 0x13, 0x01, 0x13, 0x02, 0x13, 0x03]); // suites
+    body.extend_from_slice(&[1, 0]); // compression
+
+    let mut exts = Vec::new();
+    // server_name
+    let mut entry = vec![0];
+    entry.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    entry.extend_from_slice(name);
+    let mut sni = (entry.len() as u16).to_be_bytes().to_vec();
+    sni.extend_from_slice(&entry);
+    exts.extend_from_slice(&0u16.to_be_bytes());
+    exts.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    exts.extend_from_slice(&sni);
+    // ALPN: h2, http/1.1
+    let alpn: &[u8] = &[
+        0, 12, 2, b'h', b'2', 8, b'h', b't', b't', b'p', b'/', b'1', b'.', b'1',
+    ];
+    exts.extend_from_slice(&16u16.to_be_bytes());
+    exts.extend_from_slice(&(alpn.len() as u16).to_be_bytes());
+    exts.extend_from_slice(alpn);
+    // an opaque extension standing in for key shares and the like
+    exts.extend_from_slice(&51u16.to_be_bytes());
+    exts.extend_from_slice(&200u16.to_be_bytes());
+    exts.extend_from_slice(&[0x42; 200]);
+
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&hs);
+    assert!(
+        matches!(parse(&rec), Parse::Complete(ref h) if h.sni.as_deref() == Some("b0-pkc-1.region0.aws.confluent.test")),
+        "synthetic hello must parse"
+    );
+    rec
+}
+
+fn bench_parse(c: &mut Criterion) {
+    let mut inputs: Vec<(String, Vec<u8>)> = vec![("synthetic".into(), synthetic_hello())];
+    for name in FIXTURES {
+        if let Some(bytes) = load_fixture(name) {
+            inputs.push((name.to_string(), bytes));
+        }
+    }
+
+    let mut group = c.benchmark_group("parse");
+    for (name, bytes) in &inputs {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::new("whole", name), bytes, |b, bytes| {
+            b.iter(|| parse(black_box(bytes)))
+        });
+    }
+
+    // Worst case for a client that trickles its hello: the gateway re-parses the whole
+    // buffer after every read, so a one-byte-per-read client costs one parse per prefix.
+    for name in TRICKLED {
+        let Some((_, bytes)) = inputs.iter().find(|(n, _)| n == name) else {
+            eprintln!("trickle {name}: skipped (fixture missing)");
+            continue;
+        };
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::new("trickle", name), bytes, |b, bytes| {
+            b.iter(|| {
+                let mut last = Parse::Incomplete;
+                for n in 1..=bytes.len() {
+                    last = parse(black_box(&bytes[..n]));
+                }
+                last
+            })
+        });
+    }
+    group.finish();
+}
+
+const DOMAIN: &str = "aws.confluent.test";
+const REGIONS: usize = 20;
+/// Clusters per region, each with `BROKERS` exact broker names.
+const CLUSTERS: usize = 550;
+const BROKERS: usize = 9;
+/// Per-region wildcards below the region wildcard (`*.dom{d}.region{k}...`).
+const SUBDOMAINS: usize = 49;
+
+fn upstream() -> Upstream {
+    Upstream {
+        host: UpstreamHost::Sni,
+        port: UpstreamPort::Listener,
+        pinned: vec![],
+    }
+}
+
+/// 99,000 exact broker names plus 1,000 wildcards: 100,000 routes.
+fn routes_100k() -> Vec<Route> {
+    let mut routes = Vec::with_capacity(REGIONS * (CLUSTERS * BROKERS + SUBDOMAINS + 1));
+    for k in 0..REGIONS {
+        for j in 0..CLUSTERS {
+            for i in 0..BROKERS {
+                routes.push(Route::new(
+                    SniPattern::Exact(format!("b{i}-pkc-{j}.region{k}.{DOMAIN}")),
+                    upstream(),
+                ));
+            }
+        }
+        routes.push(Route::new(
+            SniPattern::Wildcard(format!("region{k}.{DOMAIN}")),
+            upstream(),
+        ));
+        for d in 0..SUBDOMAINS {
+            routes.push(Route::new(
+                SniPattern::Wildcard(format!("dom{d}.region{k}.{DOMAIN}")),
+                upstream(),
+            ));
+        }
+    }
+    routes
+}
+
+fn bench_lookup(c: &mut Criterion) {
+    let table = RouteTable::new(routes_100k()).expect("no duplicate patterns");
+    assert_eq!(table.len(), 100_000);
+
+    // (bench id, requested name, label of the route it must find)
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        (
+            "exact_hit",
+            "b4-pkc-321.region13.aws.confluent.test",
+            Some("b4-pkc-321.region13.aws.confluent.test"),
+        ),
+        (
+            "wildcard_longest_suffix",
+            "b2-lkc-77.dom31.region7.aws.confluent.test",
+            Some("*.dom31.region7.aws.confluent.test"),
+        ),
+        (
+            "wildcard_shorter_suffix",
+            "b2-lkc-77.dom999.region7.aws.confluent.test",
+            Some("*.region7.aws.confluent.test"),
+        ),
+        ("miss", "b0-pkc-1.region99.aws.confluent.test", None),
+        (
+            "mixed_case_trailing_dot",
+            "B4-PKC-321.Region13.AWS.Confluent.Test.",
+            Some("b4-pkc-321.region13.aws.confluent.test"),
+        ),
+    ];
+    for (id, name, want) in cases {
+        let got = table.lookup(name).map(|r| &*r.label);
+        assert_eq!(
+            got, *want,
+            "lookup case {id} ({name}) found the wrong route"
+        );
+    }
+
+    let mut group = c.benchmark_group("lookup");
+    for (id, name, _) in cases {
+        group.bench_with_input(BenchmarkId::new("100k", id), name, |b, name| {
+            b.iter(|| table.lookup(black_box(name)).is_some())
+        });
+    }
+
+    // Building the table once per config load: slow, so few samples.
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(100_000));
+    group.bench_function("build_100k", |b| {
+        // Generating the routes is setup; dropping the built table is not timed either.
+        b.iter_batched(
+            routes_100k,
+            |routes| RouteTable::new(routes).expect("no duplicate patterns"),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+        .nresamples(20_000)
+}
+
+criterion_group! {
+    name = hotpath;
+    config = config();
+    targets = bench_parse, bench_lookup
+}
+criterion_main!(hotpath);

@@ -1,0 +1,585 @@
+//! Process-level tests: the built snigate binary between real TLS clients and real TLS
+//! upstreams, each on its own 127.x address. A routed connection counts as right only when
+//! the client verified the certificate of the upstream it asked for.
+
+mod common;
+
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const KAFKA: u16 = 9092;
+const HTTPS: u16 = 443;
+const ADMIN: u16 = 9080;
+
+/// A gateway on host 1 with listeners `kafka` (9092) and `https` (443), and `extra` YAML
+/// appended to the `gateway:` section.
+fn gateway_yaml(net: &Net, routes: &str, extra: &str) -> String {
+    format!(
+        "gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:{KAFKA}\n    - name: https\n      address: {gw}:{HTTPS}\n  routes:\n{routes}  admin:\n    address: {gw}:{ADMIN}\n{extra}",
+        gw = net.ip(1)
+    )
+}
+
+fn route(sni: &str, upstream: &str) -> String {
+    format!("    - sni: \"{sni}\"\n      upstream: \"{upstream}\"\n")
+}
+
+/// Three TLS upstreams, each with its own certificate, routed by exact name, by wildcard
+/// and by `{sni}:{port}` pinned to an address; checked with s_client and curl.
+#[test]
+fn routes_each_name_to_its_own_upstream() {
+    let net = Net::new();
+    let scratch = Scratch::new("routes");
+    let pki = Pki::new(&scratch.dir);
+    let _a = tls_upstream(&pki, "pkc-a.example.test", net.addr(2, KAFKA));
+    let _b = tls_upstream(&pki, "b0-pkc-a.example.test", net.addr(3, KAFKA));
+    let _w = tls_upstream(&pki, "psrc-1.w.example.test", net.addr(4, HTTPS));
+    let routes = [
+        route("pkc-a.example.test", &format!("{}:{KAFKA}", net.ip(2))),
+        route("*.example.test", &format!("{}:{KAFKA}", net.ip(3))),
+        format!(
+            "{}      addresses: [\"{}\"]\n",
+            route("*.w.example.test", "{sni}:{port}"),
+            net.ip(4)
+        ),
+    ]
+    .concat();
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+
+    let kafka = net.addr(1, KAFKA);
+    for (sni, want) in [
+        ("pkc-a.example.test", "pkc-a.example.test"),
+        ("b0-pkc-a.example.test", "b0-pkc-a.example.test"),
+    ] {
+        let out = s_client(kafka, Some(sni), &pki.ca());
+        assert_eq!(peer_cn(&out).as_deref(), Some(want), "{out}");
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
+    // A wildcard route sends an unlisted broker name to the wildcard's upstream, whose
+    // certificate does not match: the client must refuse it.
+    let out = s_client(kafka, Some("b9-pkc-a.example.test"), &pki.ca());
+    assert_eq!(
+        peer_cn(&out).as_deref(),
+        Some("b0-pkc-a.example.test"),
+        "{out}"
+    );
+    assert!(!out.contains("Verify return code: 0 (ok)"), "{out}");
+
+    // curl on 443: `{sni}:{port}` pinned to host 4, port taken from the listener.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(pki.ca())
+        .args([
+            "--connect-to",
+            &format!("psrc-1.w.example.test:443:{}:{HTTPS}", net.ip(1)),
+            "https://psrc-1.w.example.test/",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "pkc-a.example.test"), ("outcome", "ok")],
+        1.0,
+    );
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "*.example.test"), ("outcome", "ok")],
+        2.0,
+    );
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[
+            ("listener", "https"),
+            ("route", "*.w.example.test"),
+            ("outcome", "ok"),
+        ],
+        1.0,
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("listener=https sni=psrc-1.w.example.test alpn=h2,http/1.1 route=*.w.example.test upstream=psrc-1.w.example.test:443"),
+        "{log}"
+    );
+}
+
+/// Unknown SNI, no SNI, plain HTTP and garbage are all closed, and the upstream sees none.
+#[test]
+fn refuses_what_it_cannot_route() {
+    let net = Net::new();
+    let scratch = Scratch::new("refuse");
+    let pki = Pki::new(&scratch.dir);
+    let upstream = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("known.example.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+    let kafka = net.addr(1, KAFKA);
+
+    let out = s_client(kafka, Some("unknown.example.test"), &pki.ca());
+    assert!(out.contains("unrecognized name"), "{out}");
+    assert_eq!(peer_cn(&out), None, "{out}");
+    let out = s_client(kafka, None, &pki.ca());
+    assert!(out.contains("unrecognized name"), "{out}");
+
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", &format!("http://{kafka}/")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "plain HTTP got an answer");
+
+    let mut s = TcpStream::connect(kafka).unwrap();
+    s.write_all(b"\x00\x01\x02 definitely not TLS \xff\xfe")
+        .unwrap();
+    assert_closed(&mut s);
+
+    gw.wait_metric("snigate_connections_total", &[("outcome", "no_route")], 1.0);
+    gw.wait_metric("snigate_connections_total", &[("outcome", "no_sni")], 1.0);
+    gw.wait_metric(
+        "snigate_clienthello_rejects_total",
+        &[("reason", "not_tls")],
+        2.0,
+    );
+    assert_eq!(
+        upstream.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert!(gw
+        .log_text()
+        .contains("no route matches SNI unknown.example.test"));
+}
+
+/// With a fallback, clients without SNI or with an unknown one reach the fallback.
+#[test]
+fn fallback_takes_unmatched_and_sni_less_clients() {
+    let net = Net::new();
+    let scratch = Scratch::new("fallback");
+    let pki = Pki::new(&scratch.dir);
+    let _d = tls_upstream(&pki, "default.example.test", net.addr(2, KAFKA));
+    let yaml = format!(
+        "gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:{KAFKA}\n      fallback: {up}:{KAFKA}\n  admin:\n    address: {gw}:{ADMIN}\n",
+        gw = net.ip(1),
+        up = net.ip(2)
+    );
+    let gw = Snigate::start(&scratch.dir, &yaml, net.addr(1, ADMIN));
+    let out = s_client(net.addr(1, KAFKA), None, &pki.ca());
+    assert_eq!(
+        peer_cn(&out).as_deref(),
+        Some("default.example.test"),
+        "{out}"
+    );
+    let out = s_client(net.addr(1, KAFKA), Some("default.example.test"), &pki.ca());
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "fallback"), ("outcome", "ok")],
+        2.0,
+    );
+}
+
+fn assert_closed(s: &mut TcpStream) {
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue, // e.g. a TLS alert before the close
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("connection was not closed: {e}"),
+        }
+    }
+}
+
+/// A rustls client whose first flight (the ClientHello) is reshaped before it is sent.
+fn rustls_handshake(
+    gw: SocketAddr,
+    sni: &str,
+    ca: &std::path::Path,
+    reshape: fn(&[u8], &mut TcpStream),
+) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(sni.to_owned()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    let mut sock = TcpStream::connect(gw).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    reshape(&hello, &mut sock);
+    // The hello is out; finish the handshake. rustls verifies the chain and the name.
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .expect("handshake through the gateway");
+    }
+    let cert = conn.peer_certificates().unwrap()[0].to_vec();
+    // One request through the tunnel; `s_server -www` answers and closes.
+    let mut tls = rustls::Stream::new(&mut conn, &mut sock);
+    tls.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut page = Vec::new();
+    match tls.read_to_end(&mut page) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("reading the answer: {e}"),
+    }
+    assert!(
+        page.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&page)
+    );
+    cert
+}
+
+/// The ClientHello sent one byte per TCP segment still routes to the right upstream.
+#[test]
+fn hello_sent_byte_by_byte_is_routed() {
+    let net = Net::new();
+    let scratch = Scratch::new("trickle");
+    let pki = Pki::new(&scratch.dir);
+    let _a = tls_upstream(&pki, "slow.example.test", net.addr(2, KAFKA));
+    let routes = route("slow.example.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+    let cert = rustls_handshake(
+        net.addr(1, KAFKA),
+        "slow.example.test",
+        &pki.ca(),
+        |hello, sock| {
+            for b in hello {
+                sock.write_all(&[*b]).unwrap();
+                // Pace the bytes so each one leaves as its own segment.
+                std::thread::sleep(Duration::from_micros(300));
+            }
+        },
+    );
+    assert!(contains(&cert, b"slow.example.test"));
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "slow.example.test"), ("outcome", "ok")],
+        1.0,
+    );
+}
+
+/// The ClientHello's handshake message split over two TLS records still routes.
+#[test]
+fn hello_split_over_two_records_is_routed() {
+    let net = Net::new();
+    let scratch = Scratch::new("records");
+    let pki = Pki::new(&scratch.dir);
+    let _a = tls_upstream(&pki, "split.example.test", net.addr(2, KAFKA));
+    let routes = route("split.example.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+    let cert = rustls_handshake(
+        net.addr(1, KAFKA),
+        "split.example.test",
+        &pki.ca(),
+        |hello, sock| {
+            let header = &hello[..5];
+            let payload = &hello[5..];
+            // Split inside the server_name, so that neither record alone names the host.
+            let name_at = find(payload, b"split.example.test").expect("SNI in hello");
+            let cut = name_at + 5;
+            for part in [&payload[..cut], &payload[cut..]] {
+                let mut rec = vec![header[0], header[1], header[2]];
+                rec.extend_from_slice(&(part.len() as u16).to_be_bytes());
+                rec.extend_from_slice(part);
+                sock.write_all(&rec).unwrap();
+            }
+        },
+    );
+    assert!(contains(&cert, b"split.example.test"));
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "split.example.test"), ("outcome", "ok")],
+        1.0,
+    );
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
+}
+
+/// Deterministic pseudo-random bytes, so both ends can produce the same stream.
+struct Pattern(u64);
+
+impl Pattern {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            let bytes = self.0.to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+}
+
+/// 1 GiB each way arrives byte-exact: a real captured hello, then 1 GiB of data, echoed
+/// back by the upstream and compared byte for byte.
+#[test]
+fn one_gib_arrives_byte_exact() {
+    const TOTAL: usize = 1 << 30;
+    const CHUNK: usize = 1 << 16;
+    let net = Net::new();
+    let scratch = Scratch::new("gib");
+    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+
+    let hello = fixture("openssl.bin");
+    let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut writer = sock.try_clone().unwrap();
+    let sent_hello = hello.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent_hello).unwrap();
+        let mut p = Pattern(0x5eed_1234_abcd_0001);
+        let mut buf = vec![0u8; CHUNK];
+        for _ in 0..TOTAL / CHUNK {
+            p.fill(&mut buf);
+            writer.write_all(&buf).unwrap();
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+
+    let mut echoed_hello = vec![0u8; hello.len()];
+    sock.read_exact(&mut echoed_hello).unwrap();
+    assert_eq!(echoed_hello, hello, "the hello was replayed unchanged");
+    let mut p = Pattern(0x5eed_1234_abcd_0001);
+    let mut want = vec![0u8; CHUNK];
+    let mut got = vec![0u8; CHUNK];
+    let mut received = 0usize;
+    while received < TOTAL {
+        p.fill(&mut want);
+        sock.read_exact(&mut got).unwrap();
+        assert!(got == want, "mismatch in the chunk at offset {received}");
+        received += CHUNK;
+    }
+    let mut tail = [0u8; 1];
+    assert_eq!(sock.read(&mut tail).unwrap(), 0, "nothing after the data");
+    sender.join().unwrap();
+
+    let total = (TOTAL + hello.len()) as f64;
+    gw.wait_metric("snigate_connections_total", &[("outcome", "ok")], 1.0);
+    assert_eq!(
+        gw.metric("snigate_bytes_total", &[("direction", "upstream")]),
+        total
+    );
+    assert_eq!(
+        gw.metric("snigate_bytes_total", &[("direction", "downstream")]),
+        total
+    );
+}
+
+/// The client closes its sending side first; the upstream sees EOF, and its answer still
+/// reaches the client.
+#[test]
+fn half_close_is_respected() {
+    let net = Net::new();
+    let scratch = Scratch::new("halfclose");
+    let _up = RawUpstream::start(net.addr(2, KAFKA), |mut conn| {
+        let mut all = Vec::new();
+        conn.read_to_end(&mut all).unwrap();
+        let reply = format!("received {} bytes after your EOF", all.len());
+        conn.write_all(reply.as_bytes()).unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+    });
+    let routes = route("kafka.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+    let hello = fixture("kcat.bin");
+    let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    sock.write_all(&hello).unwrap();
+    sock.write_all(b"last words").unwrap();
+    sock.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    sock.read_to_string(&mut reply).unwrap();
+    assert_eq!(
+        reply,
+        format!("received {} bytes after your EOF", hello.len() + 10)
+    );
+    gw.wait_metric("snigate_connections_total", &[("outcome", "ok")], 1.0);
+}
+
+/// A client that stops halfway through its hello is cut at the ClientHello deadline.
+#[test]
+fn slow_client_is_cut_at_the_deadline() {
+    let net = Net::new();
+    let scratch = Scratch::new("deadline");
+    let up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let extra = "  clienthello_timeout_ms: 300\n";
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, extra),
+        net.addr(1, ADMIN),
+    );
+    let hello = fixture("openssl.bin");
+    let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    sock.write_all(&hello[..hello.len() / 2]).unwrap();
+    assert_closed(&mut sock);
+    gw.wait_metric(
+        "snigate_clienthello_rejects_total",
+        &[("reason", "timeout")],
+        1.0,
+    );
+    assert_eq!(up.accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// A relayed connection that carries nothing for the idle timeout is closed.
+#[test]
+fn idle_connection_is_closed() {
+    let net = Net::new();
+    let scratch = Scratch::new("idle");
+    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let extra = "  idle_timeout_secs: 1\n";
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, extra),
+        net.addr(1, ADMIN),
+    );
+    let hello = fixture("openssl.bin");
+    let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    sock.write_all(&hello).unwrap();
+    let mut echoed = vec![0u8; hello.len()];
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    sock.read_exact(&mut echoed).unwrap();
+    assert_closed(&mut sock);
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("outcome", "idle_timeout")],
+        1.0,
+    );
+}
+
+/// Past max_connections, a new connection is refused at once; the open ones keep working.
+#[test]
+fn connection_limit_refuses_excess_quickly() {
+    let net = Net::new();
+    let scratch = Scratch::new("limit");
+    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let extra = "  max_connections: 2\n";
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, extra),
+        net.addr(1, ADMIN),
+    );
+    let hello = fixture("openssl.bin");
+    let open = |n: usize| {
+        let mut s = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(&hello).unwrap();
+        let mut echoed = vec![0u8; hello.len()];
+        s.read_exact(&mut echoed)
+            .unwrap_or_else(|e| panic!("connection {n}: {e}"));
+        s
+    };
+    let mut first = open(1);
+    let _second = open(2);
+    gw.wait_metric("snigate_active_connections", &[("listener", "kafka")], 2.0);
+    let mut third = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    let _ = third.write_all(&hello);
+    assert_closed(&mut third);
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("outcome", "over_limit")],
+        1.0,
+    );
+    first.write_all(b"still here").unwrap();
+    let mut back = [0u8; 10];
+    first.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"still here");
+}
+
+/// `/health`, `/ready` and `/routes` answer; unknown paths are 404.
+#[test]
+fn admin_endpoints_answer() {
+    let net = Net::new();
+    let scratch = Scratch::new("admin");
+    let routes = route("*.example.test", "{sni}:{port}");
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, ""),
+        net.addr(1, ADMIN),
+    );
+    assert_eq!(http_get(gw.admin, "/health").unwrap().0, 200);
+    let (status, body) = http_get(gw.admin, "/ready").unwrap();
+    assert_eq!((status, body.as_str()), (200, "ready: 1 routes\n"));
+    let (_, body) = http_get(gw.admin, "/routes").unwrap();
+    assert_eq!(body, "*.example.test -> {sni}:{port}\n");
+    assert_eq!(http_get(gw.admin, "/nope").unwrap().0, 404);
+    let metrics = gw.metrics();
+    // snigate_connections_total appears with its first closed connection.
+    for name in [
+        "snigate_active_connections",
+        "snigate_bytes_total",
+        "snigate_clienthello_rejects_total",
+        "snigate_clienthello_bytes",
+        "snigate_upstream_connect_seconds",
+        "snigate_routes",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{metrics}"
+        );
+    }
+    assert_eq!(gw.metric("snigate_routes", &[]), 1.0);
+}
