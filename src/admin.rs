@@ -75,9 +75,7 @@ impl AdminApp {
                 for r in table.routes() {
                     body.push_str(&format!("{} -> {}", r.label, r.upstream));
                     if !r.upstream.pinned.is_empty() {
-                        let pins: Vec<String> =
-                            r.upstream.pinned.iter().map(|a| a.to_string()).collect();
-                        body.push_str(&format!(" pinned {}", pins.join(",")));
+                        body.push_str(&format!(" (pinned: {})", r.upstream.pinned_list()));
                     }
                     body.push('\n');
                 }

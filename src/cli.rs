@@ -101,8 +101,8 @@ pub fn render_routes(config: &Config, yaml: bool) -> String {
             if !r.upstream.pinned.is_empty() {
                 let pins: Vec<String> = r
                     .upstream
-                    .pinned
-                    .iter()
+                    .pinned_list()
+                    .split(", ")
                     .map(|a| format!("\"{a}\""))
                     .collect();
                 out.push_str(&format!("    addresses: [{}]\n", pins.join(", ")));
@@ -114,8 +114,7 @@ pub fn render_routes(config: &Config, yaml: bool) -> String {
         for r in routes {
             out.push_str(&format!("{:<width$}  {}", r.label, r.upstream));
             if !r.upstream.pinned.is_empty() {
-                let pins: Vec<String> = r.upstream.pinned.iter().map(|a| a.to_string()).collect();
-                out.push_str(&format!("  (pinned: {})", pins.join(", ")));
+                out.push_str(&format!("  (pinned: {})", r.upstream.pinned_list()));
             }
             out.push('\n');
         }

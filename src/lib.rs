@@ -13,6 +13,11 @@
 //! - [`metrics`]: every metric name and definition.
 //! - [`cli`]: the command line and server wiring.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod admin;
 pub mod cli;
 pub mod clienthello;

@@ -33,11 +33,17 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(metric: T) -> T {
     metric
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    match IntCounterVec::new(Opts::new(name, help), labels) {
-        Ok(m) => register(m),
-        Err(e) => panic!("invalid metric definition {name}: {e}"), // static definitions
+/// Metric definitions are constants, so a bad one is a programming error found at start-up.
+#[allow(clippy::panic)]
+fn defined<T>(metric: prometheus::Result<T>) -> T {
+    match metric {
+        Ok(m) => m,
+        Err(e) => panic!("invalid metric definition: {e}"),
     }
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(defined(IntCounterVec::new(Opts::new(name, help), labels)))
 }
 
 /// See [`CONNECTIONS_TOTAL`].
@@ -51,13 +57,10 @@ pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// See [`ACTIVE_CONNECTIONS`].
 pub static ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    match IntGaugeVec::new(
+    register(defined(IntGaugeVec::new(
         Opts::new(ACTIVE_CONNECTIONS, "Connections open now, by listener."),
         &["listener"],
-    ) {
-        Ok(m) => register(m),
-        Err(e) => panic!("invalid metric definition: {e}"),
-    }
+    )))
 });
 
 /// See [`BYTES_TOTAL`].
@@ -87,10 +90,7 @@ pub static HELLO_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     .buckets(vec![
         256.0, 512.0, 1024.0, 1500.0, 2048.0, 4096.0, 8192.0, 16384.0,
     ]);
-    match Histogram::with_opts(opts) {
-        Ok(m) => register(m),
-        Err(e) => panic!("invalid metric definition: {e}"),
-    }
+    register(defined(Histogram::with_opts(opts)))
 });
 
 /// See [`UPSTREAM_CONNECT_SECONDS`].
@@ -101,20 +101,12 @@ pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Upstream TCP connect latency in seconds, by listener.",
     )
     .buckets(buckets);
-    match HistogramVec::new(opts, &["listener"]) {
-        Ok(m) => register(m),
-        Err(e) => panic!("invalid metric definition: {e}"),
-    }
+    register(defined(HistogramVec::new(opts, &["listener"])))
 });
 
 /// See [`ROUTES`].
 pub static ROUTE_COUNT: LazyLock<IntGauge> =
-    LazyLock::new(
-        || match IntGauge::new(ROUTES, "Routes in the live table.") {
-            Ok(m) => register(m),
-            Err(e) => panic!("invalid metric definition: {e}"),
-        },
-    );
+    LazyLock::new(|| register(defined(IntGauge::new(ROUTES, "Routes in the live table."))));
 
 /// Creates every metric so that `/metrics` lists them from the start, with zeroed series
 /// for each listener.

@@ -84,6 +84,22 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// The pinned addresses as written: an IP alone when it takes the upstream's port.
+    pub fn pinned_list(&self) -> String {
+        let shown: Vec<String> = self
+            .pinned
+            .iter()
+            .map(|a| match (a.port(), a.ip()) {
+                (0, std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+                (0, ip) => ip.to_string(),
+                _ => a.to_string(),
+            })
+            .collect();
+        shown.join(", ")
+    }
+}
+
 impl std::fmt::Display for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.host {
