@@ -261,8 +261,13 @@ pub struct Snigate {
 /// Writes `yaml` to `dir/snigate.yaml`, adding pid and upgrade paths in `dir`.
 pub fn write_config(dir: &Path, yaml: &str) -> PathBuf {
     let path = dir.join("snigate.yaml");
+    let grace = if yaml.contains("grace_period_seconds") {
+        ""
+    } else {
+        "grace_period_seconds: 1\n"
+    };
     let full = format!(
-        "pid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: 1\ngraceful_shutdown_timeout_seconds: 1\n{yaml}",
+        "pid_file: {}\nupgrade_sock: {}\n{grace}graceful_shutdown_timeout_seconds: 1\n{yaml}",
         dir.join("snigate.pid").display(),
         dir.join("upgrade.sock").display()
     );
@@ -274,26 +279,61 @@ impl Snigate {
     /// Starts snigate with `yaml` (a `gateway:` section) and waits for `/ready`.
     pub fn start(dir: &Path, yaml: &str, admin: SocketAddr) -> Snigate {
         let conf = write_config(dir, yaml);
-        let log = dir.join("snigate.log");
+        let s = Snigate::spawn(dir, &conf, &[], "snigate.log", admin);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts snigate on an existing config file with extra flags; does not wait.
+    pub fn spawn(
+        dir: &Path,
+        conf: &Path,
+        flags: &[&str],
+        log_name: &str,
+        admin: SocketAddr,
+    ) -> Snigate {
+        let log = dir.join(log_name);
         let child = Command::new(snigate_bin())
+            .args(flags)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("snigate.out")).unwrap())
+            .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn snigate");
-        let s = Snigate {
+        Snigate {
             proc: Proc {
                 child,
                 what: "snigate".into(),
             },
             admin,
             log,
-        };
-        s.wait_ready();
-        s
+        }
+    }
+
+    /// Sends a signal by name (QUIT, TERM, INT) to this snigate.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.proc.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Polls until the log contains `text`.
+    pub fn wait_log(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log_text().contains(text) {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "log never showed `{text}`:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn wait_ready(&self) {
