@@ -157,7 +157,8 @@ fn parse_inner(input: &[u8]) -> Result<Option<ClientHello>, Reject> {
         }
         let body = &available[4..4 + hs_len];
         return parse_body(body).map(|mut hello| {
-            hello.record_bytes = first_payload_end;
+            // The record may carry more than the hello, not all of it received yet.
+            hello.record_bytes = first_payload_end.min(input.len());
             hello.hello_len = hs_len;
             Some(hello)
         });
@@ -533,6 +534,19 @@ mod tests {
         input.extend_from_slice(&[0x17, 3, 3, 0, 5, 1, 2, 3]);
         match parse(&input) {
             Parse::Complete(h) => assert_eq!(h.record_bytes, len),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn record_bytes_never_exceed_the_input() {
+        // A record longer than the hello it carries, cut right after the hello.
+        let hs = handshake(&hello_body(&[sni_ext(b"a.test")]));
+        let mut input = vec![0x16, 3, 1];
+        input.extend_from_slice(&((hs.len() + 10) as u16).to_be_bytes());
+        input.extend_from_slice(&hs);
+        match parse(&input) {
+            Parse::Complete(h) => assert_eq!(h.record_bytes, input.len()),
             other => panic!("{other:?}"),
         }
     }

@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
         "record_bytes {end} is past the end of a {}-byte input",
         data.len()
     );
-    assert!(hello.hello_len <= MAX_HELLO_LEN, "hello_len {} too large", hello.hello_len);
+    assert!(
+        hello.hello_len <= MAX_HELLO_LEN,
+        "hello_len {} too large",
+        hello.hello_len
+    );
     assert!(
         end >= 5 + 4 + hello.hello_len,
         "record_bytes {end} cannot hold a {}-byte hello",
@@ -47,7 +51,9 @@ fuzz_target!(|data: &[u8]| {
                 "prefix of {cut} bytes completes with another SNI"
             ),
             Parse::Invalid(reason) => {
-                panic!("prefix of {cut} bytes is refused ({reason}) but the whole hello is complete")
+                panic!(
+                    "prefix of {cut} bytes is refused ({reason}) but the whole hello is complete"
+                )
             }
         }
     }

@@ -11,6 +11,20 @@ use snigate::routes::{
     normalize_name, Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort,
 };
 
+const EXACT: &[&str] = &[
+    "b0-pkc-1.eu.example.test",
+    "pkc-1.eu.example.test",
+    "example.test",
+    "a",
+];
+/// Wildcard suffixes (the part after `*.`).
+const WILDCARD: &[&str] = &[
+    "eu.example.test",
+    "example.test",
+    "x.y.z.example.test",
+    "b.c",
+];
+
 fn table() -> &'static RouteTable {
     static TABLE: OnceLock<RouteTable> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -19,19 +33,13 @@ fn table() -> &'static RouteTable {
             port: UpstreamPort::Fixed(9092),
             pinned: vec![],
         };
-        let exact = |n: &str| Route::new(SniPattern::Exact(n.to_owned()), up(n));
-        let wild = |s: &str| Route::new(SniPattern::Wildcard(s.to_owned()), up(s));
-        RouteTable::new([
-            exact("b0-pkc-1.eu.example.test"),
-            exact("pkc-1.eu.example.test"),
-            exact("example.test"),
-            exact("a"),
-            wild("eu.example.test"),
-            wild("example.test"),
-            wild("x.y.z.example.test"),
-            wild("b.c"),
-        ])
-        .expect("no duplicate patterns")
+        let exact = EXACT
+            .iter()
+            .map(|n| Route::new(SniPattern::Exact(n.to_string()), up(n)));
+        let wild = WILDCARD
+            .iter()
+            .map(|s| Route::new(SniPattern::Wildcard(s.to_string()), up(s)));
+        RouteTable::new(exact.chain(wild)).expect("no duplicate patterns")
     })
 }
 
@@ -41,27 +49,36 @@ fuzz_target!(|data: &[u8]| {
     let found = t.lookup(&name);
 
     let norm = normalize_name(&name);
-    if let Some(route) = found {
-        match &route.pattern {
-            SniPattern::Exact(n) => assert_eq!(n.as_str(), norm.as_ref()),
-            SniPattern::Wildcard(s) => {
-                assert!(
-                    norm.len() > s.len() && norm.ends_with(s.as_str()) && norm[..norm.len() - s.len()].ends_with('.'),
-                    "{name:?} matched *.{s}"
-                );
-                // An exact route for the same name would have won.
-                assert!(t.routes().iter().all(|r| r.pattern != SniPattern::Exact(norm.to_string())));
+    let is_exact_name = EXACT.contains(&norm.as_ref());
+    match found.map(|r| &r.pattern) {
+        Some(SniPattern::Exact(n)) => assert_eq!(n.as_str(), norm.as_ref()),
+        Some(SniPattern::Wildcard(s)) => {
+            let matches = norm
+                .strip_suffix(s.as_str())
+                .is_some_and(|head| head.ends_with('.'));
+            assert!(matches, "{name:?} matched *.{s}");
+            assert!(!is_exact_name, "{name:?} has an exact route but got *.{s}");
+            // No longer wildcard suffix may also match.
+            for other in WILDCARD.iter().filter(|o| o.len() > s.len()) {
+                let longer = norm
+                    .strip_suffix(other)
+                    .is_some_and(|head| head.ends_with('.'));
+                assert!(!longer, "{name:?} matched *.{s} but *.{other} is longer");
             }
         }
+        None => assert!(
+            !is_exact_name,
+            "{name:?} has an exact route but none was found"
+        ),
     }
 
-    // Case and one trailing dot never change the answer.
-    let upper = name.to_ascii_uppercase();
+    // ASCII case and one trailing dot never change the answer.
     let same = |other: Option<&Arc<Route>>| match (found, other) {
         (None, None) => true,
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
         _ => false,
     };
+    let upper = name.to_ascii_uppercase();
     assert!(same(t.lookup(&upper)), "{name:?} and {upper:?} differ");
     if !name.ends_with('.') {
         let dotted = format!("{name}.");

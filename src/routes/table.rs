@@ -172,8 +172,8 @@ impl RouteTable {
     /// Adds a route; fails if its pattern is already present.
     pub fn insert(&mut self, route: Route) -> Result<(), DuplicatePattern> {
         let (map, key) = match &route.pattern {
-            SniPattern::Exact(n) => (&mut self.exact, n.clone()),
-            SniPattern::Wildcard(s) => (&mut self.wildcard, s.clone()),
+            SniPattern::Exact(n) => (&mut self.exact, normalize_name(n).into_owned()),
+            SniPattern::Wildcard(s) => (&mut self.wildcard, normalize_name(s).into_owned()),
         };
         if map.contains_key(&key) {
             return Err(DuplicatePattern(route.pattern.clone()));
@@ -188,7 +188,8 @@ impl RouteTable {
         if let Some(route) = self.exact.get(name.as_ref()) {
             return Some(route);
         }
-        if self.wildcard.is_empty() {
+        // A wildcard needs a non-empty label in front of its suffix.
+        if self.wildcard.is_empty() || name.starts_with('.') {
             return None;
         }
         // Walk the suffixes from the longest: "a.b.c" tries "b.c", then "c".
@@ -273,6 +274,7 @@ mod tests {
         assert_eq!(host_of(&t, "example.test"), None);
         assert_eq!(host_of(&t, "eu.example.test").unwrap(), "all:9092");
         assert_eq!(host_of(&t, "notexample.test"), None);
+        assert_eq!(host_of(&t, ".example.test"), None);
     }
 
     #[test]
@@ -280,6 +282,17 @@ mod tests {
         let t = table();
         assert_eq!(host_of(&t, "PKC-1.EU.Example.Test.").unwrap(), "exact:9092");
         assert_eq!(host_of(&t, "B0.eu.EXAMPLE.test.").unwrap(), "eu:9092");
+    }
+
+    #[test]
+    fn patterns_are_normalised_on_insert() {
+        let t = RouteTable::new([
+            Route::new(SniPattern::Exact("A.Test.".into()), up("a")),
+            Route::new(SniPattern::Wildcard("W.Test".into()), up("w")),
+        ])
+        .unwrap();
+        assert_eq!(host_of(&t, "a.test").unwrap(), "a:9092");
+        assert_eq!(host_of(&t, "x.w.test").unwrap(), "w:9092");
     }
 
     #[test]
