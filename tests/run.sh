@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-cargo test --release --locked --all-targets
+cargo build --release --locked --workspace --bins
+cargo test --release --locked --workspace --all-targets

@@ -1,0 +1,296 @@
+//! simcloud: a local stand-in for a Confluent Cloud cluster, for snigate's demo and tests.
+//!
+//! `simcloud serve` starts librdkafka's mock cluster with N brokers that advertise
+//! `b{i}-pkc-<id>.<region>.aws.confluent.test:9092`, and in front of each broker and of
+//! the bootstrap name a TLS + SASL/PLAIN front on port 9092 of its own address, the way
+//! Confluent Cloud's edge works. It also serves Kafka REST (`pkac-…:443`) and Schema
+//! Registry (`psrc-…:443`) over HTTPS with basic auth. A CA is made at start; its PEM is
+//! written to `DIR/ca.pem`, the names to `DIR/hosts`, and `DIR/ready` appears once
+//! everything listens.
+//!
+//! `simcloud produce` and `simcloud consume` are Kafka clients (rdkafka) for checking the
+//! path end to end. Credentials come from SIMCLOUD_KEY and SIMCLOUD_SECRET.
+
+mod client;
+mod front;
+mod https;
+mod mock;
+mod pki;
+mod wire;
+
+use clap::{Args, Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(name = "simcloud", about = "A local stand-in for Confluent Cloud")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Creds {
+    /// API key (SASL username, basic-auth user).
+    #[arg(long, env = "SIMCLOUD_KEY", hide_env_values = true)]
+    key: String,
+    /// API secret (SASL password, basic-auth password).
+    #[arg(long, env = "SIMCLOUD_SECRET", hide_env_values = true)]
+    secret: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the simulated cloud.
+    Serve(Serve),
+    /// Produce keyed messages through SASL_SSL.
+    Produce {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        #[arg(long)]
+        prefix: String,
+        #[command(flatten)]
+        creds: Creds,
+    },
+    /// Consume with a consumer group and check exactly the expected keys arrived.
+    Consume {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 2)]
+        members: usize,
+        #[arg(long)]
+        expect: usize,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        #[command(flatten)]
+        creds: Creds,
+    },
+}
+
+#[derive(Args)]
+struct Serve {
+    /// Directory for ca.pem, hosts and ready.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Cluster id, as in pkc-<id>.
+    #[arg(long, default_value = "pkc-sim01")]
+    cluster: String,
+    /// Region, as in <region>.aws.confluent.test.
+    #[arg(long, default_value = "eu-west-2")]
+    region: String,
+    /// Number of brokers.
+    #[arg(long, default_value_t = 3)]
+    brokers: i32,
+    /// Address of the bootstrap front.
+    #[arg(long)]
+    bootstrap_ip: IpAddr,
+    /// Addresses of the broker fronts, comma-separated, one per broker.
+    #[arg(long, value_delimiter = ',')]
+    broker_ips: Vec<IpAddr>,
+    /// Address of the Kafka REST endpoint.
+    #[arg(long)]
+    rest_ip: IpAddr,
+    /// Address of the Schema Registry endpoint.
+    #[arg(long)]
+    sr_ip: IpAddr,
+    /// Kafka port of every front.
+    #[arg(long, default_value_t = 9092)]
+    kafka_port: u16,
+    /// HTTPS port of REST and Schema Registry.
+    #[arg(long, default_value_t = 443)]
+    https_port: u16,
+    /// Topics to create, as NAME:PARTITIONS (repeatable).
+    #[arg(long = "topic", default_value = "demo:6")]
+    topics: Vec<String>,
+    #[command(flatten)]
+    creds: Creds,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("simcloud: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(s) => serve(s).await,
+            Command::Produce {
+                bootstrap,
+                ca,
+                topic,
+                count,
+                prefix,
+                creds,
+            } => {
+                let conn = client::Conn {
+                    bootstrap,
+                    ca,
+                    key: creds.key,
+                    secret: creds.secret,
+                };
+                client::produce(&conn, &topic, count, &prefix).await
+            }
+            Command::Consume {
+                bootstrap,
+                ca,
+                topic,
+                group,
+                members,
+                expect,
+                prefix,
+                timeout_secs,
+                creds,
+            } => {
+                let conn = client::Conn {
+                    bootstrap,
+                    ca,
+                    key: creds.key,
+                    secret: creds.secret,
+                };
+                let timeout = Duration::from_secs(timeout_secs);
+                tokio::task::spawn_blocking(move || {
+                    client::consume(&conn, &topic, &group, members, expect, &prefix, timeout)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|e| e.into())
+            }
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("simcloud: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bind(ip: IpAddr, port: u16, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(ip, port))
+        .await
+        .map_err(|e| format!("{what}: cannot listen on {ip}:{port}: {e}").into())
+}
+
+async fn serve(s: Serve) -> Result<()> {
+    if s.broker_ips.len() != s.brokers as usize {
+        return Err(format!(
+            "--broker-ips has {} addresses for {} brokers",
+            s.broker_ips.len(),
+            s.brokers
+        )
+        .into());
+    }
+    let domain = format!("{}.aws.confluent.test", s.region);
+    let id = s
+        .cluster
+        .strip_prefix("pkc-")
+        .unwrap_or(&s.cluster)
+        .to_owned();
+    let bootstrap_name = format!("{}.{domain}", s.cluster);
+    let rest_name = format!("pkac-{id}.{domain}");
+    let sr_name = format!("psrc-{id}.{domain}");
+    std::fs::create_dir_all(&s.dir)?;
+    let _ = std::fs::remove_file(s.dir.join("ready"));
+
+    let pki = pki::make(&domain)?;
+    std::fs::write(s.dir.join("ca.pem"), &pki.ca_pem)?;
+
+    let cluster = mock::MockCluster::start(s.brokers)?;
+    for (topic, parts) in s.topics.iter().filter_map(|t| t.split_once(':')) {
+        cluster.create_topic(topic, parts.parse()?, s.brokers.min(3))?;
+    }
+    let creds = Arc::new(front::Credentials {
+        key: s.creds.key.clone(),
+        secret: s.creds.secret.clone(),
+    });
+    let first_broker = cluster.listeners.first().map(|l| l.1).ok_or("no brokers")?;
+    let apis = Arc::new(front::broker_apis(first_broker).await?);
+
+    let mut hosts = Vec::new();
+    let mut fronts = vec![(bootstrap_name.clone(), s.bootstrap_ip, first_broker)];
+    for (i, (id, addr)) in cluster.listeners.iter().enumerate() {
+        let name = format!("b{}-{}.{domain}", id - 1, s.cluster);
+        cluster.advertise(*id, &name, s.kafka_port)?;
+        fronts.push((name, s.broker_ips[i], *addr));
+    }
+    for (name, ip, broker) in fronts {
+        let listener = bind(ip, s.kafka_port, &name).await?;
+        log::info!(
+            "kafka front {name} on {ip}:{} -> mock broker {broker}",
+            s.kafka_port
+        );
+        hosts.push(format!("{ip} {name}"));
+        let f = Arc::new(front::Front {
+            name,
+            broker,
+            apis: apis.clone(),
+            tls: pki.acceptor.clone(),
+            creds: creds.clone(),
+        });
+        tokio::spawn(front::serve(f, listener));
+    }
+    let basic = Arc::new(https::base64(
+        format!("{}:{}", s.creds.key, s.creds.secret).as_bytes(),
+    ));
+    for (name, ip, kind) in [
+        (rest_name, s.rest_ip, https::Kind::Rest),
+        (sr_name, s.sr_ip, https::Kind::SchemaRegistry),
+    ] {
+        let listener = bind(ip, s.https_port, &name).await?;
+        log::info!("{kind:?} {name} on {ip}:{}", s.https_port);
+        hosts.push(format!("{ip} {name}"));
+        tokio::spawn(https::serve(
+            listener,
+            pki.acceptor.clone(),
+            kind,
+            basic.clone(),
+        ));
+    }
+    std::fs::write(s.dir.join("hosts"), hosts.join("\n") + "\n")?;
+    std::fs::write(s.dir.join("ready"), "ready\n")?;
+    log::info!(
+        "simulated cloud ready: {} brokers, bootstrap {bootstrap_name}:{}",
+        s.brokers,
+        s.kafka_port
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = std::fs::remove_file(s.dir.join("ready"));
+    log::info!("simulated cloud stopping");
+    drop(cluster);
+    Ok(())
+}
