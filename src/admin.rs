@@ -5,6 +5,7 @@
 //!   and 503 with the reason before that.
 //! - `/routes` lists the live route table, one route per line.
 
+use crate::discovery::hub::Hub;
 use crate::metrics;
 use crate::routes::RouteStore;
 use async_trait::async_trait;
@@ -32,16 +33,21 @@ impl Readiness {
 }
 
 /// The admin HTTP application.
-#[derive(Debug)]
 pub struct AdminApp {
     routes: Arc<RouteStore>,
     readiness: Arc<Readiness>,
+    hub: Option<Arc<Hub>>,
 }
 
 impl AdminApp {
-    /// Creates the app.
-    pub fn new(routes: Arc<RouteStore>, readiness: Arc<Readiness>) -> Self {
-        AdminApp { routes, readiness }
+    /// Creates the app. With a discovery hub, `/ready` also waits until every cluster has
+    /// routes, from discovery or from the state file.
+    pub fn new(routes: Arc<RouteStore>, readiness: Arc<Readiness>, hub: Option<Arc<Hub>>) -> Self {
+        AdminApp {
+            routes,
+            readiness,
+            hub,
+        }
     }
 
     fn answer(&self, method: &str, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
@@ -58,12 +64,19 @@ impl AdminApp {
             "/health" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
             "/ready" => {
                 let table = self.routes.load();
+                let pending = self.hub.as_ref().map(|h| h.pending()).unwrap_or_default();
                 if !self.readiness.is_ready() {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         TEXT,
                         b"not ready: listeners are not accepting yet\n".to_vec(),
                     )
+                } else if !pending.is_empty() {
+                    let body = format!(
+                        "not ready: no routes yet for clusters: {}\n",
+                        pending.join(", ")
+                    );
+                    (StatusCode::SERVICE_UNAVAILABLE, TEXT, body.into_bytes())
                 } else {
                     let body = format!("ready: {} routes\n", table.len());
                     (StatusCode::OK, TEXT, body.into_bytes())
@@ -73,7 +86,7 @@ impl AdminApp {
                 let table = self.routes.load();
                 let mut body = String::new();
                 for r in table.routes() {
-                    body.push_str(&format!("{} -> {}", r.label, r.upstream));
+                    body.push_str(&format!("{} -> {} [{}]", r.label, r.upstream, r.origin));
                     if !r.upstream.pinned.is_empty() {
                         body.push_str(&format!(" (pinned: {})", r.upstream.pinned_list()));
                     }

@@ -6,9 +6,13 @@
 
 use crate::admin::{AdminApp, ListenerProbe, Readiness};
 use crate::config::Config;
+use crate::discovery::hub::Hub;
+use crate::discovery::metadata::MetadataClient;
+use crate::discovery::service::{observed_names, ClusterService, UpgradeHook};
+use crate::discovery::state::ClusterRoutes;
 use crate::metrics;
 use crate::proxy::{ListenerApp, Shared};
-use crate::routes::RouteStore;
+use crate::routes::{RouteStore, RouteTable, SniPattern};
 use clap::{Parser, Subcommand};
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::Server;
@@ -44,11 +48,24 @@ pub struct Cli {
 /// Operator subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the effective route table.
+    /// Print the effective route table: static routes plus discovered ones (from the
+    /// state file, or fetched now with --discover).
     Routes {
         /// Print YAML that can be pasted into `gateway.routes`.
         #[arg(long)]
         yaml: bool,
+        /// Fetch every cluster's metadata now instead of reading the state file.
+        #[arg(long)]
+        discover: bool,
+    },
+    /// Print the hosts-file lines clients need: every routed name at the gateway's address.
+    Hosts {
+        /// The address clients reach the gateway at.
+        #[arg(long)]
+        gateway_address: std::net::IpAddr,
+        /// Fetch every cluster's metadata now instead of reading the state file.
+        #[arg(long)]
+        discover: bool,
     },
 }
 
@@ -71,10 +88,29 @@ pub fn main() -> i32 {
         }
     };
     match cli.command {
-        Some(Command::Routes { yaml }) => {
-            print!("{}", render_routes(&config, yaml));
-            0
-        }
+        Some(Command::Routes { yaml, discover }) => match effective_table(&config, discover) {
+            Ok(table) => {
+                print!("{}", render_routes(&config, &table, yaml));
+                0
+            }
+            Err(e) => {
+                eprintln!("snigate: {e}");
+                1
+            }
+        },
+        Some(Command::Hosts {
+            gateway_address,
+            discover,
+        }) => match effective_table(&config, discover) {
+            Ok(table) => {
+                print!("{}", render_hosts(&table, gateway_address));
+                0
+            }
+            Err(e) => {
+                eprintln!("snigate: {e}");
+                1
+            }
+        },
         None if cli.test => {
             println!(
                 "snigate: config {path} is valid: {} listeners, {} routes",
@@ -87,10 +123,65 @@ pub fn main() -> i32 {
     }
 }
 
+/// The table the gateway would use: static routes plus each cluster's discovered routes,
+/// read from the state file or, with `discover`, fetched now. Never writes the state file.
+fn effective_table(config: &Config, discover: bool) -> Result<RouteTable, String> {
+    let gw = &config.gateway;
+    let names: Vec<String> = gw.clusters.iter().map(|c| c.name.clone()).collect();
+    let store = Arc::new(RouteStore::new(gw.routes.clone()));
+    let state = if discover {
+        None
+    } else {
+        gw.state_file.clone()
+    };
+    let (hub, warning) = Hub::new(gw.routes.clone(), store, state, names, false);
+    if let Some(w) = warning {
+        return Err(w);
+    }
+    if discover {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        for c in &gw.clusters {
+            let client = MetadataClient::new(c).map_err(|e| format!("cluster {}: {e}", c.name))?;
+            let brokers = client
+                .brokers(c.metadata_timeout)
+                .map_err(|e| format!("cluster {}: {e}", c.name))?;
+            if brokers.is_empty() {
+                return Err(format!(
+                    "cluster {}: the metadata lists zero brokers",
+                    c.name
+                ));
+            }
+            let mut routes = ClusterRoutes::default();
+            routes.observe(&observed_names(c, &brokers), now, 0);
+            hub.update(&c.name, routes)?;
+        }
+    }
+    Ok((*hub.table()).clone())
+}
+
+/// Renders hosts-file lines: every exact route's name at `gateway`. Wildcards cannot be
+/// listed name by name, so they are given as comments.
+pub fn render_hosts(table: &RouteTable, gateway: std::net::IpAddr) -> String {
+    let mut out = String::from("# snigate: point these names at the gateway\n");
+    for r in table.routes() {
+        match &r.pattern {
+            SniPattern::Exact(name) => out.push_str(&format!("{gateway} {name}\n")),
+            SniPattern::Wildcard(_) => out.push_str(&format!(
+                "# {} is a wildcard route: add each name under it that clients use\n",
+                r.label
+            )),
+        }
+    }
+    out
+}
+
 /// Renders the route table for people, or as YAML for `gateway.routes`.
-pub fn render_routes(config: &Config, yaml: bool) -> String {
+pub fn render_routes(config: &Config, table: &RouteTable, yaml: bool) -> String {
     let mut out = String::new();
-    let routes = config.gateway.routes.routes();
+    let routes = table.routes();
     if yaml {
         out.push_str("routes:\n");
         for r in routes {
@@ -110,9 +201,21 @@ pub fn render_routes(config: &Config, yaml: bool) -> String {
         }
     } else {
         let width = routes.iter().map(|r| r.label.len()).max().unwrap_or(3);
-        out.push_str(&format!("{:<width$}  UPSTREAM\n", "SNI"));
+        let up_width = routes
+            .iter()
+            .map(|r| r.upstream.to_string().len())
+            .max()
+            .unwrap_or(8);
+        out.push_str(&format!(
+            "{:<width$}  {:<up_width$}  ORIGIN\n",
+            "SNI", "UPSTREAM"
+        ));
         for r in routes {
-            out.push_str(&format!("{:<width$}  {}", r.label, r.upstream));
+            let up = r.upstream.to_string();
+            out.push_str(&format!(
+                "{:<width$}  {up:<up_width$}  {}",
+                r.label, r.origin
+            ));
             if !r.upstream.pinned.is_empty() {
                 out.push_str(&format!("  (pinned: {})", r.upstream.pinned_list()));
             }
@@ -146,6 +249,45 @@ fn check_bindable(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// The `upgrade` reload mode: start a new snigate with the same arguments plus `-u` (it
+/// loads the state file just saved), then ask this process to hand over its sockets
+/// (SIGQUIT). Runs once per process.
+fn upgrade_hook() -> UpgradeHook {
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    Arc::new(move || {
+        if fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        if !args.iter().any(|a| a == "-u" || a == "--upgrade") {
+            args.insert(0, "-u".to_owned());
+        }
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!(
+                    "cannot find the snigate binary for the upgrade: {e}; keeping the old routes"
+                );
+                fired.store(false, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+        };
+        match std::process::Command::new(exe).args(&args).spawn() {
+            Ok(child) => {
+                log::info!("started the new process (pid {}); handing over", child.id());
+                // SAFETY: sending a signal to our own pid has no memory effects.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGQUIT);
+                }
+            }
+            Err(e) => {
+                log::error!("cannot start the new process: {e}; keeping the old routes");
+                fired.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    })
+}
+
 fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     if !upgrade {
         if let Err(e) = check_bindable(&config) {
@@ -166,6 +308,47 @@ fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     metrics::init(&names);
     metrics::ROUTE_COUNT.set(gateway.routes.len() as i64);
     let routes = Arc::new(RouteStore::new(gateway.routes.clone()));
+    let hub = if gateway.clusters.is_empty() {
+        None
+    } else {
+        let cluster_names: Vec<String> = gateway.clusters.iter().map(|c| c.name.clone()).collect();
+        let refs: Vec<&str> = cluster_names.iter().map(String::as_str).collect();
+        metrics::init_clusters(&refs);
+        let (hub, warning) = Hub::new(
+            gateway.routes.clone(),
+            routes.clone(),
+            gateway.state_file.clone(),
+            cluster_names.clone(),
+            true,
+        );
+        if let Some(w) = warning {
+            log::warn!("{w}; starting without saved routes");
+        }
+        let hub = Arc::new(hub);
+        let restored: Vec<&String> = cluster_names
+            .iter()
+            .filter(|c| !hub.pending().contains(c))
+            .collect();
+        if !restored.is_empty() {
+            log::info!(
+                "routes restored from the state file for clusters: {}",
+                restored
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let hook = (gateway.reload == crate::config::file::ReloadMode::Upgrade).then(upgrade_hook);
+        for c in &gateway.clusters {
+            let service = ClusterService::new(c.clone(), hub.clone(), gateway.reload, hook.clone());
+            server.add_service(background_service(
+                &format!("discovery {}", c.name),
+                service,
+            ));
+        }
+        Some(hub)
+    };
     let shared = Arc::new(Shared::new(&gateway, routes.clone()));
     let readiness = Arc::new(Readiness::default());
 
@@ -178,8 +361,8 @@ fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     }
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
-        let mut service =
-            Service::new("admin".to_owned(), AdminApp::new(routes, readiness.clone()));
+        let app = AdminApp::new(routes, readiness.clone(), hub);
+        let mut service = Service::new("admin".to_owned(), app);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }

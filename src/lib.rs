@@ -22,6 +22,7 @@ pub mod admin;
 pub mod cli;
 pub mod clienthello;
 pub mod config;
+pub mod discovery;
 pub mod metrics;
 pub mod peek;
 pub mod proxy;

@@ -21,6 +21,14 @@ pub const CLIENTHELLO_BYTES: &str = "snigate_clienthello_bytes";
 pub const UPSTREAM_CONNECT_SECONDS: &str = "snigate_upstream_connect_seconds";
 /// Routes in the live table.
 pub const ROUTES: &str = "snigate_routes";
+/// Brokers in a cluster's last good metadata, by cluster.
+pub const CLUSTER_BROKERS: &str = "snigate_cluster_brokers";
+/// Advertised brokers the live table cannot route, by cluster.
+pub const CLUSTER_UNROUTABLE_BROKERS: &str = "snigate_cluster_unroutable_brokers";
+/// Unix time of a cluster's last successful refresh, by cluster.
+pub const CLUSTER_LAST_SUCCESS: &str = "snigate_cluster_last_success_timestamp_seconds";
+/// Metadata refreshes, by cluster and outcome (`ok`, `failed`, `partial`).
+pub const CLUSTER_REFRESHES_TOTAL: &str = "snigate_cluster_refreshes_total";
 
 /// The registry `/metrics` serves.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -107,6 +115,58 @@ pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 /// See [`ROUTES`].
 pub static ROUTE_COUNT: LazyLock<IntGauge> =
     LazyLock::new(|| register(defined(IntGauge::new(ROUTES, "Routes in the live table."))));
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(defined(IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
+/// See [`CLUSTER_BROKERS`].
+pub static BROKERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        CLUSTER_BROKERS,
+        "Brokers in the cluster's last good metadata.",
+        &["cluster"],
+    )
+});
+
+/// See [`CLUSTER_UNROUTABLE_BROKERS`].
+pub static UNROUTABLE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        CLUSTER_UNROUTABLE_BROKERS,
+        "Advertised brokers that the live route table cannot route.",
+        &["cluster"],
+    )
+});
+
+/// See [`CLUSTER_LAST_SUCCESS`].
+pub static LAST_SUCCESS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        CLUSTER_LAST_SUCCESS,
+        "Unix time of the cluster's last successful metadata refresh.",
+        &["cluster"],
+    )
+});
+
+/// See [`CLUSTER_REFRESHES_TOTAL`].
+pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        CLUSTER_REFRESHES_TOTAL,
+        "Metadata refreshes, by cluster and outcome (ok, failed, partial).",
+        &["cluster", "outcome"],
+    )
+});
+
+/// Creates the per-cluster series so that they show from the start.
+pub fn init_clusters(clusters: &[&str]) {
+    for c in clusters {
+        BROKERS.with_label_values(&[c]);
+        UNROUTABLE.with_label_values(&[c]);
+        LAST_SUCCESS.with_label_values(&[c]);
+        for o in ["ok", "failed", "partial"] {
+            REFRESHES.with_label_values(&[c, o]);
+        }
+    }
+}
 
 /// Creates every metric so that `/metrics` lists them from the start, with zeroed series
 /// for each listener.

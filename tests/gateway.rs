@@ -564,7 +564,7 @@ fn admin_endpoints_answer() {
     let (status, body) = http_get(gw.admin, "/ready").unwrap();
     assert_eq!((status, body.as_str()), (200, "ready: 1 routes\n"));
     let (_, body) = http_get(gw.admin, "/routes").unwrap();
-    assert_eq!(body, "*.example.test -> {sni}:{port}\n");
+    assert_eq!(body, "*.example.test -> {sni}:{port} [static]\n");
     assert_eq!(http_get(gw.admin, "/nope").unwrap().0, 404);
     let metrics = gw.metrics();
     // snigate_connections_total appears with its first closed connection.

@@ -107,4 +107,12 @@ pub enum ConfigError {
         /// What was given.
         value: u64,
     },
+    /// A cluster setting is wrong.
+    #[error("{key}: {message}")]
+    Cluster {
+        /// The key.
+        key: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
 }

@@ -39,6 +39,127 @@ pub struct FileGateway {
     /// Most connections open at once, across listeners.
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// Clusters whose brokers are discovered from their metadata.
+    #[serde(default)]
+    pub clusters: Vec<FileCluster>,
+    /// Where the last good discovered routes are saved, and loaded from at start.
+    pub state_file: Option<Expanded>,
+    /// How a route change is applied: `live` (swap in place) or `upgrade`.
+    #[serde(default)]
+    pub reload: ReloadMode,
+}
+
+/// How discovered route changes are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadMode {
+    /// Swap the route table in place; nothing restarts.
+    #[default]
+    Live,
+    /// Hand over to a new process with Pingora's graceful upgrade.
+    Upgrade,
+}
+
+/// One entry of `clusters:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// Name used in logs, metrics and route origins.
+    pub name: Name,
+    /// The bootstrap `host:port` (a `SASL_SSL://` prefix is allowed).
+    pub bootstrap: Expanded,
+    /// API key: the SASL/PLAIN username.
+    pub api_key: Option<Secret>,
+    /// API secret: the SASL/PLAIN password.
+    pub api_secret: Option<Secret>,
+    /// Kafka REST endpoint, `host[:port]` or an https URL.
+    pub rest: Option<Expanded>,
+    /// Schema Registry endpoint, `host[:port]` or an https URL.
+    pub schema_registry: Option<Expanded>,
+    /// Seconds between metadata refreshes.
+    #[serde(default = "default_refresh_interval_secs")]
+    pub refresh_interval_secs: u64,
+    /// How long a broker that vanished from the metadata keeps its route.
+    #[serde(default = "default_removed_broker_grace_secs")]
+    pub removed_broker_grace_secs: u64,
+    /// Timeout of one metadata request.
+    #[serde(default = "default_metadata_timeout_ms")]
+    pub metadata_timeout_ms: u64,
+    /// librdkafka properties passed through as they are.
+    #[serde(default)]
+    pub librdkafka: std::collections::BTreeMap<String, Secret>,
+}
+
+fn default_refresh_interval_secs() -> u64 {
+    60
+}
+fn default_removed_broker_grace_secs() -> u64 {
+    900
+}
+fn default_metadata_timeout_ms() -> u64 {
+    10_000
+}
+
+/// A string value after `${ENV}` expansion.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Expanded(pub String);
+
+impl TryFrom<String> for Expanded {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        expanded(raw).map(Expanded)
+    }
+}
+
+/// A value that must never be logged: `Debug` prints `MASKED`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for handing to the Kafka client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl TryFrom<String> for Secret {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        expanded(raw).map(Secret)
+    }
+}
+
+/// Parses an endpoint: `host`, `host:port`, or a URL such as `https://host/` or
+/// `SASL_SSL://host:9092`. Returns the lower-cased host and the port.
+pub fn parse_endpoint(v: &str, default_port: u16) -> Result<(String, u16), String> {
+    let bad =
+        |why: &str| format!("invalid endpoint `{v}`: {why}; expected HOST[:PORT] or https://HOST");
+    let rest = v.split_once("://").map_or(v, |(_, r)| r);
+    let rest = rest.split('/').next().unwrap_or("");
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => (h, n),
+            _ => return Err(bad("the port must be 1-65535")),
+        },
+        None => (rest, default_port),
+    };
+    if validate_host(host.as_bytes()).is_err() && host.parse::<IpAddr>().is_err() {
+        return Err(bad("the host is not a valid host name"));
+    }
+    Ok((normalize_name(host).into_owned(), port))
 }
 
 fn default_clienthello_timeout_ms() -> u64 {
@@ -277,6 +398,25 @@ mod tests {
         ] {
             assert!(parse_pattern(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            parse_endpoint("SASL_SSL://PKC-1.x.test:9092", 9092).unwrap(),
+            ("pkc-1.x.test".into(), 9092)
+        );
+        assert_eq!(
+            parse_endpoint("https://psrc-1.x.test/", 443).unwrap(),
+            ("psrc-1.x.test".into(), 443)
+        );
+        assert_eq!(
+            parse_endpoint("pkac-1.x.test", 443).unwrap(),
+            ("pkac-1.x.test".into(), 443)
+        );
+        assert!(parse_endpoint("https://", 443).is_err());
+        assert!(parse_endpoint("a.test:0", 443).is_err());
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "MASKED");
     }
 
     #[test]

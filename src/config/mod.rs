@@ -49,6 +49,35 @@ pub struct GatewayConfig {
     pub idle_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Clusters whose routes are discovered.
+    pub clusters: Vec<ClusterConfig>,
+    /// Where discovered routes are saved and loaded from.
+    pub state_file: Option<std::path::PathBuf>,
+    /// How route changes are applied.
+    pub reload: file::ReloadMode,
+}
+
+/// One cluster whose brokers are discovered from its metadata.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Name used in logs, metrics and route origins.
+    pub name: String,
+    /// Bootstrap host and port.
+    pub bootstrap: (String, u16),
+    /// SASL/PLAIN username and password, if the cluster needs them.
+    pub credentials: Option<(file::Secret, file::Secret)>,
+    /// Kafka REST host and port.
+    pub rest: Option<(String, u16)>,
+    /// Schema Registry host and port.
+    pub schema_registry: Option<(String, u16)>,
+    /// Time between refreshes.
+    pub refresh_interval: Duration,
+    /// How long a vanished broker keeps its route.
+    pub removed_broker_grace: Duration,
+    /// Timeout of one metadata request.
+    pub metadata_timeout: Duration,
+    /// librdkafka properties passed through.
+    pub librdkafka: std::collections::BTreeMap<String, file::Secret>,
 }
 
 /// One listener.
@@ -321,7 +350,18 @@ fn gateway_config(g: file::FileGateway, text: &str) -> Result<GatewayConfig, Con
         1..=10_000_000,
         "between 1 and 10000000",
     )?;
+    let clusters = clusters_config(g.clusters)?;
+    if clusters.is_empty() && g.reload == file::ReloadMode::Upgrade {
+        return Err(ConfigError::Cluster {
+            key: "gateway.reload".into(),
+            message: "`upgrade` applies discovered route changes, but no clusters are configured"
+                .into(),
+        });
+    }
     Ok(GatewayConfig {
+        clusters,
+        state_file: g.state_file.map(|p| std::path::PathBuf::from(p.0)),
+        reload: g.reload,
         listeners,
         routes,
         admin,
@@ -330,6 +370,94 @@ fn gateway_config(g: file::FileGateway, text: &str) -> Result<GatewayConfig, Con
         idle_timeout: Duration::from_secs(idle_secs),
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
     })
+}
+
+fn clusters_config(files: Vec<file::FileCluster>) -> Result<Vec<ClusterConfig>, ConfigError> {
+    let mut out: Vec<ClusterConfig> = Vec::with_capacity(files.len());
+    for (i, c) in files.into_iter().enumerate() {
+        let key = |field: &str| format!("gateway.clusters[{i}].{field}");
+        let err = |field: &str, message: String| ConfigError::Cluster {
+            key: key(field),
+            message,
+        };
+        if out.iter().any(|o| o.name == c.name.0) {
+            return Err(err(
+                "name",
+                format!(
+                    "`{}` is used by another cluster; give each cluster its own name",
+                    c.name.0
+                ),
+            ));
+        }
+        let bootstrap =
+            file::parse_endpoint(&c.bootstrap.0, 9092).map_err(|m| err("bootstrap", m))?;
+        let rest = c
+            .rest
+            .map(|r| file::parse_endpoint(&r.0, 443))
+            .transpose()
+            .map_err(|m| err("rest", m))?;
+        let schema_registry = c
+            .schema_registry
+            .map(|r| file::parse_endpoint(&r.0, 443))
+            .transpose()
+            .map_err(|m| err("schema_registry", m))?;
+        let credentials = match (c.api_key, c.api_secret) {
+            (Some(k), Some(s)) => Some((k, s)),
+            (None, None) => None,
+            _ => {
+                return Err(err(
+                    "api_key",
+                    "set both api_key and api_secret, or neither (and configure SASL under `librdkafka:`)".into(),
+                ))
+            }
+        };
+        let refresh = in_range_key(
+            key("refresh_interval_secs"),
+            c.refresh_interval_secs,
+            1..=86_400,
+            "between 1 and 86400",
+        )?;
+        let grace = in_range_key(
+            key("removed_broker_grace_secs"),
+            c.removed_broker_grace_secs,
+            0..=604_800,
+            "between 0 and 604800",
+        )?;
+        let timeout = in_range_key(
+            key("metadata_timeout_ms"),
+            c.metadata_timeout_ms,
+            100..=600_000,
+            "between 100 and 600000",
+        )?;
+        out.push(ClusterConfig {
+            name: c.name.0,
+            bootstrap,
+            credentials,
+            rest,
+            schema_registry,
+            refresh_interval: Duration::from_secs(refresh),
+            removed_broker_grace: Duration::from_secs(grace),
+            metadata_timeout: Duration::from_millis(timeout),
+            librdkafka: c.librdkafka,
+        });
+    }
+    Ok(out)
+}
+
+fn in_range_key(
+    key: String,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    requirement: &str,
+) -> Result<u64, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Cluster {
+            key,
+            message: format!("must be {requirement}, got {value}"),
+        })
+    }
 }
 
 fn in_range(

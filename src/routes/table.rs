@@ -123,17 +123,26 @@ pub struct Route {
     pub upstream: Upstream,
     /// Label used in metrics and logs (the pattern as written).
     pub label: Arc<str>,
+    /// Where the route comes from: `static` (the config file) or `cluster:NAME`.
+    pub origin: Arc<str>,
 }
 
 impl Route {
-    /// Builds a route, deriving its label from the pattern.
+    /// Builds a static route, deriving its label from the pattern.
     pub fn new(pattern: SniPattern, upstream: Upstream) -> Self {
         let label = Arc::from(pattern.to_string());
         Route {
             pattern,
             upstream,
             label,
+            origin: Arc::from("static"),
         }
+    }
+
+    /// The same route, marked as coming from `origin`.
+    pub fn with_origin(mut self, origin: &str) -> Self {
+        self.origin = Arc::from(origin);
+        self
     }
 }
 
@@ -201,6 +210,11 @@ impl RouteTable {
             }
         }
         None
+    }
+
+    /// The exact route for `name`, ignoring wildcards.
+    pub fn exact(&self, name: &str) -> Option<&Arc<Route>> {
+        self.exact.get(normalize_name(name).as_ref())
     }
 
     /// Number of routes.

@@ -178,6 +178,17 @@ async fn handle(front: &Front, tcp: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks a broker for the cluster's brokers (Metadata v0): (id, advertised host, port).
+pub async fn broker_list(broker: SocketAddr) -> io::Result<Vec<(i32, String, i32)>> {
+    let mut s = TcpStream::connect(broker).await?;
+    send(&mut s, &wire::metadata_request_v0(1)).await?;
+    let frame = read_frame(&mut s)
+        .await?
+        .ok_or_else(|| bad("broker closed"))?;
+    let body = frame.get(4..).ok_or_else(|| bad("short response"))?;
+    wire::parse_metadata_brokers_v0(body).ok_or_else(|| bad("bad Metadata"))
+}
+
 /// Asks a broker which API versions it supports (ApiVersions v0), then adds SASL.
 pub async fn broker_apis(broker: SocketAddr) -> io::Result<Vec<ApiRange>> {
     let mut s = TcpStream::connect(broker).await?;

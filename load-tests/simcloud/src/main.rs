@@ -10,8 +10,12 @@
 //!
 //! `simcloud produce` and `simcloud consume` are Kafka clients (rdkafka) for checking the
 //! path end to end. Credentials come from SIMCLOUD_KEY and SIMCLOUD_SECRET.
+//!
+//! While it runs, `DIR/control.sock` takes commands that change the advertised brokers
+//! (see the `cloud` module). A restarted cloud reuses the certificate saved in DIR.
 
 mod client;
+mod cloud;
 mod front;
 mod https;
 mod mock;
@@ -222,42 +226,36 @@ async fn serve(s: Serve) -> Result<()> {
     std::fs::create_dir_all(&s.dir)?;
     let _ = std::fs::remove_file(s.dir.join("ready"));
 
-    let pki = pki::make(&domain)?;
-    std::fs::write(s.dir.join("ca.pem"), &pki.ca_pem)?;
-
-    let cluster = mock::MockCluster::start(s.brokers)?;
+    let pki = pki::load_or_make(&s.dir, &domain)?;
+    let mock = mock::MockCluster::start(s.brokers)?;
     for (topic, parts) in s.topics.iter().filter_map(|t| t.split_once(':')) {
-        cluster.create_topic(topic, parts.parse()?, s.brokers.min(3))?;
+        mock.create_topic(topic, parts.parse()?, s.brokers.min(3))?;
     }
-    let creds = Arc::new(front::Credentials {
-        key: s.creds.key.clone(),
-        secret: s.creds.secret.clone(),
+    let first_broker = mock.listeners.first().map(|l| l.1).ok_or("no brokers")?;
+    let cloud = Arc::new(cloud::Cloud {
+        apis: Arc::new(front::broker_apis(first_broker).await?),
+        cluster: mock,
+        domain: domain.clone(),
+        cluster_name: s.cluster.clone(),
+        kafka_port: s.kafka_port,
+        tls: pki.acceptor.clone(),
+        creds: Arc::new(front::Credentials {
+            key: s.creds.key.clone(),
+            secret: s.creds.secret.clone(),
+        }),
+        dir: s.dir.clone(),
+        hosts: std::sync::Mutex::new(Vec::new()),
     });
-    let first_broker = cluster.listeners.first().map(|l| l.1).ok_or("no brokers")?;
-    let apis = Arc::new(front::broker_apis(first_broker).await?);
-
-    let mut hosts = Vec::new();
-    let mut fronts = vec![(bootstrap_name.clone(), s.bootstrap_ip, first_broker)];
-    for (i, (id, addr)) in cluster.listeners.iter().enumerate() {
-        let name = format!("b{}-{}.{domain}", id - 1, s.cluster);
-        cluster.advertise(*id, &name, s.kafka_port)?;
-        fronts.push((name, s.broker_ips[i], *addr));
-    }
-    for (name, ip, broker) in fronts {
-        let listener = bind(ip, s.kafka_port, &name).await?;
-        log::info!(
-            "kafka front {name} on {ip}:{} -> mock broker {broker}",
-            s.kafka_port
-        );
-        hosts.push(format!("{ip} {name}"));
-        let f = Arc::new(front::Front {
-            name,
-            broker,
-            apis: apis.clone(),
-            tls: pki.acceptor.clone(),
-            creds: creds.clone(),
-        });
-        tokio::spawn(front::serve(f, listener));
+    cloud
+        .start_front(&bootstrap_name, s.bootstrap_ip, first_broker, None)
+        .await?;
+    let brokers = cloud.cluster.listeners.clone();
+    for (i, (bid, addr)) in brokers.iter().enumerate() {
+        let name = cloud.broker_name(*bid);
+        cloud.cluster.advertise(*bid, &name, s.kafka_port)?;
+        cloud
+            .start_front(&name, s.broker_ips[i], *addr, Some(*bid))
+            .await?;
     }
     let basic = Arc::new(https::base64(
         format!("{}:{}", s.creds.key, s.creds.secret).as_bytes(),
@@ -268,7 +266,15 @@ async fn serve(s: Serve) -> Result<()> {
     ] {
         let listener = bind(ip, s.https_port, &name).await?;
         log::info!("{kind:?} {name} on {ip}:{}", s.https_port);
-        hosts.push(format!("{ip} {name}"));
+        cloud
+            .hosts
+            .lock()
+            .map_err(|_| "hosts lock")?
+            .push(cloud::HostLine {
+                ip,
+                name,
+                broker: None,
+            });
         tokio::spawn(https::serve(
             listener,
             pki.acceptor.clone(),
@@ -276,7 +282,14 @@ async fn serve(s: Serve) -> Result<()> {
             basic.clone(),
         ));
     }
-    std::fs::write(s.dir.join("hosts"), hosts.join("\n") + "\n")?;
+    cloud.write_hosts()?;
+    let sock = s.dir.join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    tokio::spawn(
+        cloud
+            .clone()
+            .control(tokio::net::UnixListener::bind(&sock)?),
+    );
     std::fs::write(s.dir.join("ready"), "ready\n")?;
     log::info!(
         "simulated cloud ready: {} brokers, bootstrap {bootstrap_name}:{}",
@@ -290,7 +303,8 @@ async fn serve(s: Serve) -> Result<()> {
         _ = term.recv() => {}
     }
     let _ = std::fs::remove_file(s.dir.join("ready"));
+    let _ = std::fs::remove_file(&sock);
     log::info!("simulated cloud stopping");
-    drop(cluster);
-    Ok(())
+    // Stop the fronts' runtime work before the mock cluster goes.
+    std::process::exit(0);
 }

@@ -53,6 +53,24 @@ impl MockCluster {
         Ok(())
     }
 
+    /// Adds broker `id`; it listens on 127.0.0.1 and advertises that address until renamed.
+    pub fn add_broker(&self, id: i32) -> Result<()> {
+        let err = unsafe { rd::rd_kafka_mock_broker_add(self.ptr, id) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(format!("adding broker {id}: {err:?}").into());
+        }
+        Ok(())
+    }
+
+    /// Removes broker `id` from the cluster.
+    pub fn decommission(&self, id: i32) -> Result<()> {
+        let err = unsafe { rd::rd_kafka_mock_broker_decommission(self.ptr, id) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(format!("decommissioning broker {id}: {err:?}").into());
+        }
+        Ok(())
+    }
+
     /// Creates a topic.
     pub fn create_topic(&self, name: &str, partitions: i32, replication: i32) -> Result<()> {
         let topic = CString::new(name)?;

@@ -13,8 +13,48 @@ pub struct Pki {
     pub acceptor: TlsAcceptor,
 }
 
-/// Creates a CA and a certificate for `*.{domain}`.
-pub fn make(domain: &str) -> Result<Pki, Box<dyn std::error::Error>> {
+/// Loads the CA and server certificate saved in `dir` by an earlier run, or makes new ones
+/// and saves them, so that a restarted cloud keeps the certificate clients already trust.
+pub fn load_or_make(
+    dir: &std::path::Path,
+    domain: &str,
+) -> Result<Pki, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    let (ca_path, chain_path, key_path) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    if ca_path.exists() && chain_path.exists() && key_path.exists() {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&chain_path)?.collect::<Result<_, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&key_path)?;
+        return Ok(Pki {
+            ca_pem: std::fs::read_to_string(&ca_path)?,
+            acceptor: acceptor(chain, key)?,
+        });
+    }
+    let (pki, chain_pem, key_pem) = make(domain)?;
+    std::fs::write(&chain_path, chain_pem)?;
+    std::fs::write(&key_path, key_pem)?;
+    std::fs::write(&ca_path, &pki.ca_pem)?;
+    Ok(pki)
+}
+
+fn acceptor(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Creates a CA and a certificate for `*.{domain}`; also returns the chain and key PEMs.
+fn make(domain: &str) -> Result<(Pki, String, String), Box<dyn std::error::Error>> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -35,13 +75,13 @@ pub fn make(domain: &str) -> Result<Pki, Box<dyn std::error::Error>> {
         CertificateDer::from(ca.der().to_vec()),
     ];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(Pki {
+    let pki = Pki {
         ca_pem: ca.pem(),
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    })
+        acceptor: acceptor(chain, key)?,
+    };
+    Ok((
+        pki,
+        format!("{}{}", leaf.pem(), ca.pem()),
+        leaf_key.serialize_pem(),
+    ))
 }

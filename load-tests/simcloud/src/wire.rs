@@ -126,6 +126,31 @@ pub fn parse_api_versions_v0(body: &[u8]) -> Option<Vec<ApiRange>> {
     Some(out)
 }
 
+/// Builds a Metadata v0 request for all topics.
+pub fn metadata_request_v0(correlation_id: i32) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&3i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no client id
+    body.extend_from_slice(&0i32.to_be_bytes()); // topics: none listed
+    frame(body)
+}
+
+/// Reads the broker list (id, host, port) from a Metadata v0 response body.
+pub fn parse_metadata_brokers_v0(body: &[u8]) -> Option<Vec<(i32, String, i32)>> {
+    let mut r = Reader::new(body);
+    let n = r.i32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let id = r.i32()?;
+        let host = String::from_utf8_lossy(r.nullable_string()??).into_owned();
+        let port = r.i32()?;
+        out.push((id, host, port));
+    }
+    Some(out)
+}
+
 /// Adds a length prefix.
 pub fn frame(body: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 4);

@@ -1,0 +1,160 @@
+//! Merging discovered routes with the static routes from the config file.
+//!
+//! Rules:
+//! 1. Static routes go in first, unchanged.
+//! 2. Each cluster's discovered names become exact routes `NAME -> NAME:PORT`.
+//! 3. A discovered name that already has an exact route (static, or from a cluster listed
+//!    earlier) keeps that route; the clash is reported as a [`Conflict`].
+//! 4. A static wildcard covering a discovered name is not a clash: the discovered exact
+//!    route wins, as exact routes always do.
+//! 5. A discovered name that is not a valid SNI host name (an IP literal, say) gets no
+//!    route; the coverage check reports it as unroutable.
+
+use super::state::ClusterRoutes;
+use crate::config::file::parse_pattern;
+use crate::routes::{Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+
+/// A discovered name that an existing exact route already covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The name.
+    pub name: String,
+    /// The cluster whose route lost.
+    pub cluster: String,
+    /// Where the route that won comes from.
+    pub kept: String,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} discovered in cluster {} is already routed by {}; keeping that route",
+            self.name, self.cluster, self.kept
+        )
+    }
+}
+
+/// The origin label of a cluster's routes.
+pub fn origin(cluster: &str) -> String {
+    format!("cluster:{cluster}")
+}
+
+/// Builds the live table from the static routes and each cluster's discovered routes.
+pub fn merge(
+    static_routes: &RouteTable,
+    clusters: &[(&str, &ClusterRoutes)],
+) -> (RouteTable, Vec<Conflict>) {
+    let mut table = static_routes.clone();
+    let mut conflicts = Vec::new();
+    for (cluster, routes) in clusters {
+        let from = origin(cluster);
+        for (name, entry) in &routes.names {
+            let Ok(SniPattern::Exact(norm)) = parse_pattern(name) else {
+                continue;
+            };
+            if let Some(existing) = table.exact(&norm) {
+                conflicts.push(Conflict {
+                    name: norm.clone(),
+                    cluster: (*cluster).to_owned(),
+                    kept: existing.origin.to_string(),
+                });
+                continue;
+            }
+            let upstream = Upstream {
+                host: UpstreamHost::Fixed(norm.clone()),
+                port: UpstreamPort::Fixed(entry.port),
+                pinned: Vec::new(),
+            };
+            let route = Route::new(SniPattern::Exact(norm), upstream).with_origin(&from);
+            // Cannot clash: checked just above.
+            let _ = table.insert(route);
+        }
+    }
+    (table, conflicts)
+}
+
+/// Advertised names that the table does not route.
+pub fn unroutable<'a>(table: &RouteTable, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| parse_pattern(n).is_err() || table.lookup(n).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::state::Kind;
+    use super::*;
+
+    fn discovered(names: &[&str]) -> ClusterRoutes {
+        let mut c = ClusterRoutes::default();
+        let obs: Vec<_> = names
+            .iter()
+            .map(|n| (n.to_string(), 9092, Kind::Broker))
+            .collect();
+        c.observe(&obs, 1, 60);
+        c
+    }
+
+    fn static_table() -> RouteTable {
+        let up = |h: &str| Upstream {
+            host: UpstreamHost::Fixed(h.into()),
+            port: UpstreamPort::Fixed(1234),
+            pinned: vec![],
+        };
+        RouteTable::new([
+            Route::new(SniPattern::Exact("b0.c.test".into()), up("pinned.test")),
+            Route::new(SniPattern::Wildcard("c.test".into()), up("wild.test")),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn static_exact_wins_and_is_reported() {
+        let d = discovered(&["b0.c.test", "b1.c.test"]);
+        let (t, conflicts) = merge(&static_table(), &[("prod", &d)]);
+        assert_eq!(
+            t.lookup("b0.c.test").unwrap().upstream.to_string(),
+            "pinned.test:1234"
+        );
+        assert_eq!(
+            t.lookup("b1.c.test").unwrap().upstream.to_string(),
+            "b1.c.test:9092"
+        );
+        assert_eq!(
+            t.lookup("b1.c.test").unwrap().origin.as_ref(),
+            "cluster:prod"
+        );
+        assert_eq!(
+            conflicts,
+            vec![Conflict {
+                name: "b0.c.test".into(),
+                cluster: "prod".into(),
+                kept: "static".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn first_cluster_wins_a_shared_name() {
+        let a = discovered(&["x.test"]);
+        let b = discovered(&["x.test"]);
+        let (t, conflicts) = merge(&RouteTable::default(), &[("a", &a), ("b", &b)]);
+        assert_eq!(t.lookup("x.test").unwrap().origin.as_ref(), "cluster:a");
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].kept, "cluster:a");
+    }
+
+    #[test]
+    fn invalid_names_are_unroutable() {
+        let d = discovered(&["10.0.0.1", "ok.test"]);
+        let (t, _) = merge(&RouteTable::default(), &[("a", &d)]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            unroutable(&t, ["10.0.0.1", "ok.test", "other.test"]),
+            vec!["10.0.0.1", "other.test"]
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Fetching a cluster's broker list with librdkafka (rdkafka). The calls block, so callers
+//! run them on Tokio's blocking pool under a timeout.
+
+use crate::config::ClusterConfig;
+use rdkafka::bindings as rd;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use std::ffi::CStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One broker from the metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Broker id.
+    pub id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised port.
+    pub port: u16,
+}
+
+/// Keeps the client's last error (e.g. an authentication failure) for the refresh report.
+#[derive(Default)]
+pub struct Context {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(format!("{error}: {reason}"));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// A Kafka client used only for metadata.
+pub struct MetadataClient {
+    producer: BaseProducer<Context>,
+}
+
+impl MetadataClient {
+    /// Creates the client. SASL/PLAIN over TLS is the default when credentials are given;
+    /// the cluster's `librdkafka:` properties are applied last, as they are.
+    pub fn new(cluster: &ClusterConfig) -> Result<Self, String> {
+        let mut cfg = ClientConfig::new();
+        cfg.set(
+            "bootstrap.servers",
+            format!("{}:{}", cluster.bootstrap.0, cluster.bootstrap.1),
+        )
+        .set("client.id", format!("snigate-discovery-{}", cluster.name))
+        .set("log_level", "4");
+        if let Some((key, secret)) = &cluster.credentials {
+            cfg.set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanisms", "PLAIN")
+                .set("sasl.username", key.expose())
+                .set("sasl.password", secret.expose());
+        }
+        for (k, v) in &cluster.librdkafka {
+            cfg.set(k, v.expose());
+        }
+        let producer = cfg
+            .create_with_context(Context::default())
+            .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
+        Ok(MetadataClient { producer })
+    }
+
+    /// Fetches the broker list (no topics). Blocks up to `timeout`.
+    pub fn brokers(&self, timeout: Duration) -> Result<Vec<Broker>, String> {
+        if let Ok(mut last) = self.producer.context().last_error.lock() {
+            *last = None;
+        }
+        let mut md: *const rd::rd_kafka_metadata_t = std::ptr::null();
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: the handle is valid for the life of `self.producer`; `md` is freed below.
+        let err = unsafe {
+            rd::rd_kafka_metadata(
+                self.producer.client().native_ptr(),
+                0,
+                std::ptr::null_mut(),
+                &mut md,
+                timeout_ms,
+            )
+        };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || md.is_null() {
+            // SAFETY: rd_kafka_err2str returns a static string.
+            let what = unsafe { CStr::from_ptr(rd::rd_kafka_err2str(err)) }.to_string_lossy();
+            let last = self
+                .producer
+                .context()
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone());
+            return Err(match last {
+                Some(l) => format!("metadata request failed: {what} ({l})"),
+                None => format!("metadata request failed: {what}"),
+            });
+        }
+        let mut out = Vec::new();
+        // SAFETY: `md` is a valid metadata object until destroyed; the broker array has
+        // broker_cnt entries with NUL-terminated hosts.
+        unsafe {
+            let m = &*md;
+            let count = usize::try_from(m.broker_cnt).unwrap_or(0);
+            if !m.brokers.is_null() {
+                for b in std::slice::from_raw_parts(m.brokers, count) {
+                    if b.host.is_null() {
+                        continue;
+                    }
+                    out.push(Broker {
+                        id: b.id,
+                        host: CStr::from_ptr(b.host).to_string_lossy().into_owned(),
+                        port: u16::try_from(b.port).unwrap_or(0),
+                    });
+                }
+            }
+            rd::rd_kafka_metadata_destroy(md);
+        }
+        out.sort_by_key(|b| b.id);
+        Ok(out)
+    }
+}
