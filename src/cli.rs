@@ -372,10 +372,11 @@ fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     );
     server.add_service(background_service("readiness probe", probe));
     log::info!(
-        "snigate {} starting: {} listeners, {} routes",
+        "snigate {} starting: {} listeners, {} static routes, {} clusters to discover",
         env!("CARGO_PKG_VERSION"),
         gateway.listeners.len(),
-        gateway.routes.len()
+        gateway.routes.len(),
+        gateway.clusters.len()
     );
     server.run_forever()
 }

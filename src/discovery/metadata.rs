@@ -74,6 +74,8 @@ impl MetadataClient {
 
     /// Fetches the broker list (no topics). Blocks up to `timeout`.
     pub fn brokers(&self, timeout: Duration) -> Result<Vec<Broker>, String> {
+        // Client errors reach the context only when the handle is polled: drain old ones.
+        self.producer.poll(Duration::ZERO);
         if let Ok(mut last) = self.producer.context().last_error.lock() {
             *last = None;
         }
@@ -92,6 +94,7 @@ impl MetadataClient {
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || md.is_null() {
             // SAFETY: rd_kafka_err2str returns a static string.
             let what = unsafe { CStr::from_ptr(rd::rd_kafka_err2str(err)) }.to_string_lossy();
+            self.producer.poll(Duration::ZERO);
             let last = self
                 .producer
                 .context()

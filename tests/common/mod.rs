@@ -2,6 +2,8 @@
 //! upstreams with their own certificates, and real clients, all on private 127.x addresses.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

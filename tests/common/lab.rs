@@ -1,0 +1,350 @@
+//! A two-namespace lab for discovery tests: `cg` holds the simulated cloud (on its own
+//! loopback, 127.88.0.x) and snigate (on 203.0.113.1, a TEST-NET address); `cl` holds the
+//! clients (203.0.113.2), whose hosts file points every cloud name at the gateway. Both
+//! namespaces, their hosts files and every process in them are removed on drop.
+
+use super::{Proc, Scratch, PATIENCE};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(1);
+
+/// The gateway's address, seen from the client namespace.
+pub const GATEWAY_IP: &str = "203.0.113.1";
+/// Cloud endpoint addresses inside `cg`.
+pub const BOOTSTRAP_IP: &str = "127.88.0.10";
+/// Broker front addresses inside `cg`, for brokers 1, 2, 3 (and 4 when added).
+pub const BROKER_IPS: [&str; 4] = ["127.88.0.11", "127.88.0.12", "127.88.0.13", "127.88.0.14"];
+/// Cloud names.
+pub const DOMAIN: &str = "eu-west-2.aws.confluent.test";
+/// The bootstrap name.
+pub const BOOTSTRAP: &str = "pkc-sim01.eu-west-2.aws.confluent.test";
+
+/// True when running as root; otherwise the caller should skip (or fail under CI).
+pub fn root_or_skip(test: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root (network namespaces), and CI runs as root"
+        );
+        eprintln!("skipping {test}: it needs root for network namespaces");
+    }
+    root
+}
+
+/// Broker `i`'s advertised name (`b{i}-pkc-sim01…`).
+pub fn broker(i: usize) -> String {
+    format!("b{i}-pkc-sim01.{DOMAIN}")
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn")
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The lab.
+pub struct Lab {
+    /// Cloud + gateway namespace.
+    pub cg: String,
+    /// Client namespace.
+    pub cl: String,
+    /// Scratch directory.
+    pub scratch: Scratch,
+    /// Processes started in the lab.
+    pub procs: Vec<Proc>,
+}
+
+impl Lab {
+    /// Creates the namespaces and the link between them.
+    pub fn new(tag: &str) -> Lab {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}{n}", std::process::id() % 100_000);
+        let (cg, cl) = (format!("sgcg{id}"), format!("sgcl{id}"));
+        let (va, vb) = (format!("sga{id}"), format!("sgb{id}"));
+        let lab = Lab {
+            cg: cg.clone(),
+            cl: cl.clone(),
+            scratch: Scratch::new(tag),
+            procs: Vec::new(),
+        };
+        for ns in [&cg, &cl] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
+        }
+        must(&[
+            "ip", "link", "add", &va, "netns", &cg, "type", "veth", "peer", "name", &vb, "netns",
+            &cl,
+        ]);
+        must(&[
+            "ip",
+            "-n",
+            &cg,
+            "addr",
+            "add",
+            &format!("{GATEWAY_IP}/24"),
+            "dev",
+            &va,
+        ]);
+        must(&["ip", "-n", &cl, "addr", "add", "203.0.113.2/24", "dev", &vb]);
+        must(&["ip", "-n", &cg, "link", "set", &va, "up"]);
+        must(&["ip", "-n", &cl, "link", "set", &vb, "up"]);
+        lab.set_hosts(&cg, "127.0.0.1 localhost\n");
+        lab.set_hosts(&cl, "127.0.0.1 localhost\n");
+        lab
+    }
+
+    /// Writes a namespace's hosts file in place (running processes see the change).
+    pub fn set_hosts(&self, ns: &str, text: &str) {
+        std::fs::write(format!("/etc/netns/{ns}/hosts"), text).unwrap();
+    }
+
+    /// A command run inside `ns`.
+    pub fn cmd(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs a command inside `ns` under a time limit; returns (success, stdout+stderr).
+    pub fn run(&self, ns: &str, secs: u32, args: &[&str]) -> (bool, String) {
+        let mut full = vec!["timeout", "-k", "2"];
+        let secs = secs.to_string();
+        full.push(&secs);
+        full.extend_from_slice(args);
+        let out = self.cmd(ns, &full).output().expect("spawn");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Starts a long-running process inside `ns`, logging to `log`.
+    pub fn spawn(&mut self, ns: &str, args: &[&str], env: &[(&str, &str)], log: &Path) -> usize {
+        let mut c = self.cmd(ns, args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c
+            .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn");
+        self.procs.push(Proc {
+            child,
+            what: args.join(" "),
+        });
+        self.procs.len() - 1
+    }
+
+    /// Path in the scratch dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path(name)
+    }
+
+    /// Where the cloud keeps ca.pem, hosts and control.sock.
+    pub fn cloud_dir(&self) -> PathBuf {
+        self.path("cloud")
+    }
+
+    /// Starts simcloud with 3 brokers in `cg` and waits until it is ready. Syncs both hosts
+    /// files.
+    pub fn start_cloud(&mut self) -> usize {
+        let dir = self.cloud_dir();
+        let _ = std::fs::remove_file(dir.join("ready"));
+        let bin = simcloud_bin();
+        let ips = BROKER_IPS[..3].join(",");
+        let dir_s = dir.display().to_string();
+        let log = self.path("cloud.log");
+        let idx = self.spawn(
+            &self.cg.clone(),
+            &[
+                &bin,
+                "serve",
+                "--dir",
+                &dir_s,
+                "--bootstrap-ip",
+                BOOTSTRAP_IP,
+                "--broker-ips",
+                &ips,
+                "--rest-ip",
+                "127.88.0.20",
+                "--sr-ip",
+                "127.88.0.21",
+            ],
+            &[
+                ("SIMCLOUD_KEY", "sim-key"),
+                ("SIMCLOUD_SECRET", "sim-secret"),
+                ("RUST_LOG", "info"),
+            ],
+            &log,
+        );
+        let start = Instant::now();
+        while !dir.join("ready").exists() {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "simcloud never became ready:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.sync_hosts();
+        idx
+    }
+
+    /// Copies the cloud's names into the gateway's hosts file (their cloud addresses) and
+    /// the client's (all at the gateway).
+    pub fn sync_hosts(&self) {
+        let hosts = std::fs::read_to_string(self.cloud_dir().join("hosts")).unwrap();
+        self.set_hosts(&self.cg, &format!("127.0.0.1 localhost\n{hosts}"));
+        let mut client = String::from("127.0.0.1 localhost\n");
+        for line in hosts.lines() {
+            if let Some((_, name)) = line.split_once(' ') {
+                client.push_str(&format!("{GATEWAY_IP} {name}\n"));
+            }
+        }
+        self.set_hosts(&self.cl, &client);
+    }
+
+    /// Sends one control command to the cloud; returns its reply.
+    pub fn control(&self, command: &str) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.cloud_dir().join("control.sock")).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        writeln!(s, "{command}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(s).read_line(&mut reply).unwrap();
+        assert!(reply.starts_with("ok"), "{command}: {reply}");
+        self.sync_hosts();
+        reply
+    }
+
+    /// GET from snigate's admin endpoint (127.0.0.1:9080 inside `cg`).
+    pub fn admin(&self, path: &str) -> (u16, String) {
+        let url = format!("http://127.0.0.1:9080{path}");
+        let (_, out) = self.run(&self.cg, 10, &["curl", "-s", "-w", "\n%{http_code}", &url]);
+        let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", "0"));
+        (code.parse().unwrap_or(0), format!("{body}\n"))
+    }
+
+    /// Polls an admin path until `pred` holds.
+    pub fn wait_admin(&self, path: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let (code, body) = self.admin(path);
+            if pred(code, &body) {
+                return body;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{what}: {path} answered {code}:\n{body}\nsnigate log:\n{}",
+                std::fs::read_to_string(self.path("snigate.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `openssl s_client` from the client namespace to `name:9092`, verifying the
+    /// certificate; true when the handshake verified.
+    pub fn tls_verifies(&self, name: &str) -> (bool, String) {
+        let ca = self.cloud_dir().join("ca.pem").display().to_string();
+        let (_, out) = self.run(
+            &self.cl,
+            15,
+            &[
+                "openssl",
+                "s_client",
+                "-connect",
+                &format!("{name}:9092"),
+                "-servername",
+                name,
+                "-verify_return_error",
+                "-verify_hostname",
+                name,
+                "-CAfile",
+                &ca,
+            ],
+        );
+        (out.contains("Verify return code: 0 (ok)"), out)
+    }
+
+    /// `kcat -L` through the gateway from the client namespace.
+    pub fn kcat_list(&self) -> (bool, String) {
+        let ca = format!(
+            "ssl.ca.location={}",
+            self.cloud_dir().join("ca.pem").display()
+        );
+        self.run(
+            &self.cl,
+            30,
+            &[
+                "kcat",
+                "-b",
+                &format!("{BOOTSTRAP}:9092"),
+                "-X",
+                "security.protocol=SASL_SSL",
+                "-X",
+                "sasl.mechanisms=PLAIN",
+                "-X",
+                "sasl.username=sim-key",
+                "-X",
+                "sasl.password=sim-secret",
+                "-X",
+                &ca,
+                "-m",
+                "20",
+                "-L",
+            ],
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for ns in [&self.cg, &self.cl] {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+        }
+    }
+}
+
+/// The simcloud binary, built beside snigate by `cargo build --workspace --bins`.
+pub fn simcloud_bin() -> String {
+    let snigate = Path::new(super::snigate_bin());
+    let bin = snigate.with_file_name("simcloud");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --release --workspace --bins` (tests/run.sh does)",
+        bin.display()
+    );
+    bin.display().to_string()
+}

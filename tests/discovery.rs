@@ -1,0 +1,385 @@
+//! Broker discovery against the simulated cloud, in network namespaces (needs root; CI
+//! runs as root). The gateway learns the brokers from the cluster's own metadata and keeps
+//! its routes in step while clients stay connected.
+
+mod common;
+
+use common::lab::*;
+use common::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The gateway config for the lab: discovery of cluster `sim`, state file in the scratch dir.
+fn gateway_conf(
+    lab: &Lab,
+    secret: &str,
+    extra_top: &str,
+    extra_gateway: &str,
+) -> std::path::PathBuf {
+    let ca = lab.cloud_dir().join("ca.pem");
+    let yaml = format!(
+        "{extra_top}gateway:
+  listeners:
+    - name: kafka
+      address: {GATEWAY_IP}:9092
+    - name: https
+      address: {GATEWAY_IP}:443
+  admin:
+    address: 127.0.0.1:9080
+  state_file: {state}
+  clusters:
+    - name: sim
+      bootstrap: {BOOTSTRAP}:9092
+      api_key: ${{SIM_KEY}}
+      api_secret: {secret}
+      rest: https://pkac-sim01.{DOMAIN}
+      schema_registry: https://psrc-sim01.{DOMAIN}/
+      refresh_interval_secs: 1
+      removed_broker_grace_secs: 3
+      metadata_timeout_ms: 3000
+      librdkafka:
+        ssl.ca.location: {ca}
+{extra_gateway}",
+        state = lab.path("state.yaml").display(),
+        ca = ca.display(),
+    );
+    write_config(&lab.scratch.dir, &yaml)
+}
+
+fn start_gateway(lab: &mut Lab, conf: &std::path::Path) -> usize {
+    let conf = conf.display().to_string();
+    let log = lab.path("snigate.log");
+    let cg = lab.cg.clone();
+    let idx = lab.spawn(
+        &cg,
+        &[snigate_bin(), "-c", &conf],
+        &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
+        &log,
+    );
+    lab.wait_admin("/ready", "snigate ready", |code, _| code == 200);
+    idx
+}
+
+fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_value(&lab.admin("/metrics").1, name, labels)
+}
+
+/// A client TLS session to `name` through the gateway, held open until dropped.
+fn hold_connection(lab: &mut Lab, name: &str) -> usize {
+    let ca = lab.cloud_dir().join("ca.pem").display().to_string();
+    let cl = lab.cl.clone();
+    let mut c = lab.cmd(
+        &cl,
+        &[
+            "openssl",
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("{name}:9092"),
+            "-servername",
+            name,
+            "-CAfile",
+            &ca,
+        ],
+    );
+    let child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.procs.push(Proc {
+        child,
+        what: format!("held session to {name}"),
+    });
+    lab.procs.len() - 1
+}
+
+fn still_connected(lab: &mut Lab, idx: usize) -> bool {
+    matches!(lab.procs[idx].child.try_wait(), Ok(None))
+}
+
+#[test]
+fn discovery_follows_broker_changes_without_dropping_connections() {
+    if !root_or_skip("discovery_follows_broker_changes_without_dropping_connections") {
+        return;
+    }
+    let mut lab = Lab::new("disc");
+    lab.start_cloud();
+    let conf = gateway_conf(&lab, "sim-secret", "", "");
+    start_gateway(&mut lab, &conf);
+
+    // 1. Three brokers, each routed, listed by kcat under its advertised name.
+    let routes = lab.admin("/routes").1;
+    for i in 0..3 {
+        assert!(
+            routes.contains(&format!(
+                "{} -> {}:9092 [cluster:sim]",
+                broker(i),
+                broker(i)
+            )),
+            "{routes}"
+        );
+    }
+    assert!(
+        routes.contains(&format!("pkac-sim01.{DOMAIN} -> pkac-sim01.{DOMAIN}:443")),
+        "{routes}"
+    );
+    let (ok, out) = lab.kcat_list();
+    assert!(ok, "{out}");
+    for i in 0..3 {
+        assert!(out.contains(&format!("at {}:9092", broker(i))), "{out}");
+    }
+    let held = hold_connection(&mut lab, &broker(0));
+    let (ok, out) = lab.tls_verifies(&broker(0));
+    assert!(ok, "{out}");
+
+    // 2a. A broker changes its advertised name.
+    let renamed = format!("b1-moved-pkc-sim01.{DOMAIN}");
+    lab.control(&format!("advertise 2 {renamed}"));
+    lab.wait_admin("/routes", "renamed broker routed", |_, b| {
+        b.contains(&format!("{renamed} -> "))
+    });
+    let (ok, out) = lab.tls_verifies(&renamed);
+    assert!(ok, "{out}");
+
+    // 2b. A broker is added.
+    lab.control(&format!("add 4 {}", BROKER_IPS[3]));
+    lab.wait_admin("/routes", "new broker routed", |_, b| {
+        b.contains(&format!("{} -> ", broker(3)))
+    });
+    let (ok, out) = lab.tls_verifies(&broker(3));
+    assert!(ok, "{out}");
+
+    // 2c. A broker is decommissioned: kept for the grace period, then removed.
+    lab.control("decommission 3");
+    lab.wait_admin(
+        "/routes",
+        "removed broker dropped after its grace",
+        |_, b| !b.contains(&format!("{} -> ", broker(2))),
+    );
+    let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
+    assert!(log.contains("kept for the grace period"), "{log}");
+    assert!(log.contains(&format!("removed [{}", broker(2))), "{log}");
+    assert!(log.contains(&format!("added [{}]", broker(3))), "{log}");
+
+    // No client connection was dropped through all of it.
+    assert!(still_connected(&mut lab, held), "the held session was cut");
+    assert!(metric(&lab, "snigate_active_connections", &[("listener", "kafka")]) >= 1.0);
+    assert_eq!(
+        metric(&lab, "snigate_cluster_brokers", &[("cluster", "sim")]),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &lab,
+            "snigate_cluster_unroutable_brokers",
+            &[("cluster", "sim")]
+        ),
+        0.0
+    );
+    assert!(
+        metric(
+            &lab,
+            "snigate_cluster_refreshes_total",
+            &[("cluster", "sim"), ("outcome", "ok")]
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &lab,
+            "snigate_cluster_last_success_timestamp_seconds",
+            &[("cluster", "sim")]
+        ) > 0.0
+    );
+
+    // Operator commands.
+    let conf_s = conf.display().to_string();
+    let cg = lab.cg.clone();
+    let (ok, out) = lab.run(
+        &cg,
+        30,
+        &[
+            "env",
+            "SIM_KEY=sim-key",
+            snigate_bin(),
+            "routes",
+            "-c",
+            &conf_s,
+            "--discover",
+        ],
+    );
+    assert!(
+        ok && out.contains(&broker(3)) && out.contains("cluster:sim"),
+        "{out}"
+    );
+    let (ok, out) = lab.run(
+        &cg,
+        30,
+        &[
+            "env",
+            "SIM_KEY=sim-key",
+            snigate_bin(),
+            "routes",
+            "-c",
+            &conf_s,
+            "--yaml",
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!(
+            "  - sni: \"{}\"\n    upstream: \"{}:9092\"",
+            broker(3),
+            broker(3)
+        )),
+        "{out}"
+    );
+    let (ok, out) = lab.run(
+        &cg,
+        30,
+        &[
+            "env",
+            "SIM_KEY=sim-key",
+            snigate_bin(),
+            "hosts",
+            "-c",
+            &conf_s,
+            "--gateway-address",
+            "10.20.30.40",
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!("10.20.30.40 {}\n", broker(3)))
+            && out.contains(&format!("10.20.30.40 {BOOTSTRAP}\n")),
+        "{out}"
+    );
+}
+
+#[test]
+fn restart_from_the_state_file_while_the_cloud_is_down() {
+    if !root_or_skip("restart_from_the_state_file_while_the_cloud_is_down") {
+        return;
+    }
+    let mut lab = Lab::new("state");
+    let cloud = lab.start_cloud();
+    let conf = gateway_conf(&lab, "sim-secret", "", "");
+    let gw = start_gateway(&mut lab, &conf);
+    assert!(std::fs::read_to_string(lab.path("state.yaml"))
+        .unwrap()
+        .contains(&broker(2)));
+
+    // Stop both; start the gateway alone: it routes from the state file.
+    lab.procs[gw].child.kill().unwrap();
+    lab.procs[gw].child.wait().unwrap();
+    lab.procs[cloud].child.kill().unwrap();
+    lab.procs[cloud].child.wait().unwrap();
+    start_gateway(&mut lab, &conf);
+    let routes = lab.admin("/routes").1;
+    assert!(routes.contains(&format!("{} -> ", broker(2))), "{routes}");
+    let start = Instant::now();
+    while metric(
+        &lab,
+        "snigate_cluster_refreshes_total",
+        &[("outcome", "failed")],
+    ) < 1.0
+    {
+        assert!(start.elapsed() < PATIENCE, "no failed refresh was counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The cloud comes back: clients route again.
+    lab.start_cloud();
+    let start = Instant::now();
+    loop {
+        let (ok, out) = lab.tls_verifies(&broker(1));
+        if ok {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out) = lab.kcat_list();
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn wrong_credentials_are_reported_and_keep_the_old_routes() {
+    if !root_or_skip("wrong_credentials_are_reported_and_keep_the_old_routes") {
+        return;
+    }
+    let mut lab = Lab::new("creds");
+    lab.start_cloud();
+    let good = gateway_conf(&lab, "sim-secret", "", "");
+    let gw = start_gateway(&mut lab, &good);
+    lab.procs[gw].child.kill().unwrap();
+    lab.procs[gw].child.wait().unwrap();
+
+    let bad = gateway_conf(&lab, "not-the-secret", "", "");
+    start_gateway(&mut lab, &bad);
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
+        if log.contains("refresh failed") && log.contains("Authentication failed") {
+            assert!(log.contains("keeping the last good routes"), "{log}");
+            assert!(!log.contains("not-the-secret"), "the secret was logged");
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no clear authentication error:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let routes = lab.admin("/routes").1;
+    assert!(routes.contains(&format!("{} -> ", broker(0))), "{routes}");
+    let (ok, out) = lab.tls_verifies(&broker(0));
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
+    if !root_or_skip("reload_upgrade_hands_over_to_a_new_process_on_a_route_change") {
+        return;
+    }
+    let mut lab = Lab::new("reload");
+    lab.start_cloud();
+    let conf = gateway_conf(
+        &lab,
+        "sim-secret",
+        "grace_period_seconds: 30\n",
+        "  reload: upgrade\n",
+    );
+    let gw = start_gateway(&mut lab, &conf);
+    let held = hold_connection(&mut lab, &broker(0));
+
+    lab.control(&format!("add 4 {}", BROKER_IPS[3]));
+    // The new process logs to the same file: a second bootstrap, then it serves the route.
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap_or_default();
+        let routes = lab.admin("/routes").1;
+        if log.matches("Bootstrap done").count() == 2
+            && log.contains("SIGQUIT received")
+            && routes.contains(&format!("{} -> ", broker(3)))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no hand-over; routes:\n{routes}\nlog:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The old process stopped accepting; the new one routes the new broker.
+    assert!(
+        matches!(lab.procs[gw].child.try_wait(), Ok(None)),
+        "the old process must live out its grace period"
+    );
+    let (ok, out) = lab.tls_verifies(&broker(3));
+    assert!(ok, "{out}");
+    assert!(
+        still_connected(&mut lab, held),
+        "the held session was cut by the hand-over"
+    );
+    let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
+    assert!(log.contains("reload is `upgrade`"), "{log}");
+}
