@@ -383,3 +383,34 @@ fn reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
     let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
     assert!(log.contains("reload is `upgrade`"), "{log}");
 }
+
+#[test]
+fn not_ready_until_every_cluster_has_routes() {
+    if !root_or_skip("not_ready_until_every_cluster_has_routes") {
+        return;
+    }
+    let mut lab = Lab::new("ready");
+    // The cloud's CA must exist for the client config; start and stop the cloud once.
+    let cloud = lab.start_cloud();
+    lab.procs[cloud].child.kill().unwrap();
+    lab.procs[cloud].child.wait().unwrap();
+    let conf = gateway_conf(&lab, "sim-secret", "", "");
+    let conf_s = conf.display().to_string();
+    let log = lab.path("snigate.log");
+    let cg = lab.cg.clone();
+    lab.spawn(
+        &cg,
+        &[snigate_bin(), "-c", &conf_s],
+        &[("SIM_KEY", "sim-key")],
+        &log,
+    );
+    lab.wait_admin("/ready", "503 while no cluster has routes", |code, body| {
+        code == 503 && body.contains("no routes yet for clusters: sim")
+    });
+    lab.start_cloud();
+    lab.wait_admin("/ready", "ready once discovery succeeded", |code, _| {
+        code == 200
+    });
+    let (ok, out) = lab.tls_verifies(&broker(0));
+    assert!(ok, "{out}");
+}
