@@ -15,11 +15,20 @@ fn check(path: &Path) -> (bool, String) {
         .env("SNIGATE_TEST_DIR", std::env::temp_dir())
         .env("SNIGATE_TEST_HOST", "pinned.example.test")
         // The seed's variables, as the shipped example config uses them.
-        .env("PKC_ENDPOINT", "pkc-41wq6.eu-west-2.aws.confluent.test:9092")
+        .env(
+            "PKC_ENDPOINT",
+            "pkc-41wq6.eu-west-2.aws.confluent.test:9092",
+        )
         .env("CLOUD_KEY", "ABCDEFGHIJKLMNOP")
         .env("CLOUD_SECRET", "not-a-real-secret")
-        .env("PKAC_ENDPOINT", "https://pkac-41wq6.eu-west-2.aws.confluent.test")
-        .env("SCHEMA_REGISTRY_ENDPOINT", "https://psrc-41wq6.eu-west-2.aws.confluent.test")
+        .env(
+            "PKAC_ENDPOINT",
+            "https://pkac-41wq6.eu-west-2.aws.confluent.test",
+        )
+        .env(
+            "SCHEMA_REGISTRY_ENDPOINT",
+            "https://psrc-41wq6.eu-west-2.aws.confluent.test",
+        )
         .env_remove("SNIGATE_TEST_SURELY_UNSET")
         .output()
         .expect("run snigate -t");
