@@ -269,10 +269,8 @@ fn restart_from_the_state_file_while_the_cloud_is_down() {
         .contains(&broker(2)));
 
     // Stop both; start the gateway alone: it routes from the state file.
-    lab.procs[gw].child.kill().unwrap();
-    lab.procs[gw].child.wait().unwrap();
-    lab.procs[cloud].child.kill().unwrap();
-    lab.procs[cloud].child.wait().unwrap();
+    lab.stop(gw);
+    lab.stop(cloud);
     start_gateway(&mut lab, &conf);
     let routes = lab.admin("/routes").1;
     assert!(routes.contains(&format!("{} -> ", broker(2))), "{routes}");
@@ -310,8 +308,7 @@ fn wrong_credentials_are_reported_and_keep_the_old_routes() {
     lab.start_cloud();
     let good = gateway_conf(&lab, "sim-secret", "", "");
     let gw = start_gateway(&mut lab, &good);
-    lab.procs[gw].child.kill().unwrap();
-    lab.procs[gw].child.wait().unwrap();
+    lab.stop(gw);
 
     let bad = gateway_conf(&lab, "not-the-secret", "", "");
     start_gateway(&mut lab, &bad);
@@ -392,8 +389,7 @@ fn not_ready_until_every_cluster_has_routes() {
     let mut lab = Lab::new("ready");
     // The cloud's CA must exist for the client config; start and stop the cloud once.
     let cloud = lab.start_cloud();
-    lab.procs[cloud].child.kill().unwrap();
-    lab.procs[cloud].child.wait().unwrap();
+    lab.stop(cloud);
     let conf = gateway_conf(&lab, "sim-secret", "", "");
     let conf_s = conf.display().to_string();
     let log = lab.path("snigate.log");

@@ -30,6 +30,29 @@ fn route(sni: &str, upstream: &str) -> String {
     format!("    - sni: \"{sni}\"\n      upstream: \"{upstream}\"\n")
 }
 
+/// A gateway routing `sni` to a raw upstream on host 2 that runs `handler`; `extra` is
+/// appended to the `gateway:` section.
+fn raw_gateway<F>(
+    tag: &str,
+    sni: &str,
+    extra: &str,
+    handler: F,
+) -> (Net, Scratch, RawUpstream, Snigate)
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let net = Net::new();
+    let scratch = Scratch::new(tag);
+    let up = RawUpstream::start(net.addr(2, KAFKA), handler);
+    let routes = route(sni, &format!("{}:{KAFKA}", net.ip(2)));
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway_yaml(&net, &routes, extra),
+        net.addr(1, ADMIN),
+    );
+    (net, scratch, up, gw)
+}
+
 /// Three TLS upstreams, each with its own certificate, routed by exact name, by wildcard
 /// and by `{sni}:{port}` pinned to an address; checked with s_client and curl.
 #[test]
@@ -267,76 +290,56 @@ fn rustls_handshake(
     cert
 }
 
-/// The ClientHello sent one byte per TCP segment still routes to the right upstream.
-#[test]
-fn hello_sent_byte_by_byte_is_routed() {
+/// Routes a rustls handshake for `name` whose ClientHello is sent by `reshape`, and checks
+/// that the upstream with `name`'s certificate answered.
+fn routed_with_reshaped_hello(tag: &str, name: &str, reshape: fn(&[u8], &mut TcpStream)) {
     let net = Net::new();
-    let scratch = Scratch::new("trickle");
+    let scratch = Scratch::new(tag);
     let pki = Pki::new(&scratch.dir);
-    let _a = tls_upstream(&pki, "slow.example.test", net.addr(2, KAFKA));
-    let routes = route("slow.example.test", &format!("{}:{KAFKA}", net.ip(2)));
+    let _a = tls_upstream(&pki, name, net.addr(2, KAFKA));
+    let routes = route(name, &format!("{}:{KAFKA}", net.ip(2)));
     let gw = Snigate::start(
         &scratch.dir,
         &gateway_yaml(&net, &routes, ""),
         net.addr(1, ADMIN),
     );
-    let cert = rustls_handshake(
-        net.addr(1, KAFKA),
-        "slow.example.test",
-        &pki.ca(),
-        |hello, sock| {
-            for b in hello {
-                sock.write_all(&[*b]).unwrap();
-                // Pace the bytes so each one leaves as its own segment.
-                std::thread::sleep(Duration::from_micros(300));
-            }
-        },
-    );
-    assert!(contains(&cert, b"slow.example.test"));
+    let cert = rustls_handshake(net.addr(1, KAFKA), name, &pki.ca(), reshape);
+    assert!(contains(&cert, name.as_bytes()));
     gw.wait_metric(
         "snigate_connections_total",
-        &[("route", "slow.example.test"), ("outcome", "ok")],
+        &[("route", name), ("outcome", "ok")],
         1.0,
     );
+}
+
+/// The ClientHello sent one byte per TCP segment still routes to the right upstream.
+#[test]
+fn hello_sent_byte_by_byte_is_routed() {
+    routed_with_reshaped_hello("trickle", "slow.example.test", |hello, sock| {
+        for b in hello {
+            sock.write_all(&[*b]).unwrap();
+            // Pace the bytes so each one leaves as its own segment.
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    });
 }
 
 /// The ClientHello's handshake message split over two TLS records still routes.
 #[test]
 fn hello_split_over_two_records_is_routed() {
-    let net = Net::new();
-    let scratch = Scratch::new("records");
-    let pki = Pki::new(&scratch.dir);
-    let _a = tls_upstream(&pki, "split.example.test", net.addr(2, KAFKA));
-    let routes = route("split.example.test", &format!("{}:{KAFKA}", net.ip(2)));
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, ""),
-        net.addr(1, ADMIN),
-    );
-    let cert = rustls_handshake(
-        net.addr(1, KAFKA),
-        "split.example.test",
-        &pki.ca(),
-        |hello, sock| {
-            let header = &hello[..5];
-            let payload = &hello[5..];
-            // Split inside the server_name, so that neither record alone names the host.
-            let name_at = find(payload, b"split.example.test").expect("SNI in hello");
-            let cut = name_at + 5;
-            for part in [&payload[..cut], &payload[cut..]] {
-                let mut rec = vec![header[0], header[1], header[2]];
-                rec.extend_from_slice(&(part.len() as u16).to_be_bytes());
-                rec.extend_from_slice(part);
-                sock.write_all(&rec).unwrap();
-            }
-        },
-    );
-    assert!(contains(&cert, b"split.example.test"));
-    gw.wait_metric(
-        "snigate_connections_total",
-        &[("route", "split.example.test"), ("outcome", "ok")],
-        1.0,
-    );
+    routed_with_reshaped_hello("records", "split.example.test", |hello, sock| {
+        let header = &hello[..5];
+        let payload = &hello[5..];
+        // Split inside the server_name, so that neither record alone names the host.
+        let name_at = find(payload, b"split.example.test").expect("SNI in hello");
+        let cut = name_at + 5;
+        for part in [&payload[..cut], &payload[cut..]] {
+            let mut rec = vec![header[0], header[1], header[2]];
+            rec.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            rec.extend_from_slice(part);
+            sock.write_all(&rec).unwrap();
+        }
+    });
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -368,15 +371,7 @@ impl Pattern {
 fn one_gib_arrives_byte_exact() {
     const TOTAL: usize = 1 << 30;
     const CHUNK: usize = 1 << 16;
-    let net = Net::new();
-    let scratch = Scratch::new("gib");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, ""),
-        net.addr(1, ADMIN),
-    );
+    let (net, _scratch, _up, gw) = raw_gateway("gib", "openssl.capture.test", "", echo);
 
     let hello = fixture("openssl.bin");
     let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
@@ -427,21 +422,14 @@ fn one_gib_arrives_byte_exact() {
 /// reaches the client.
 #[test]
 fn half_close_is_respected() {
-    let net = Net::new();
-    let scratch = Scratch::new("halfclose");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), |mut conn| {
-        let mut all = Vec::new();
-        conn.read_to_end(&mut all).unwrap();
-        let reply = format!("received {} bytes after your EOF", all.len());
-        conn.write_all(reply.as_bytes()).unwrap();
-        conn.shutdown(Shutdown::Write).unwrap();
-    });
-    let routes = route("kafka.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, ""),
-        net.addr(1, ADMIN),
-    );
+    let (net, _scratch, _up, gw) =
+        raw_gateway("halfclose", "kafka.capture.test", "", |mut conn| {
+            let mut all = Vec::new();
+            conn.read_to_end(&mut all).unwrap();
+            let reply = format!("received {} bytes after your EOF", all.len());
+            conn.write_all(reply.as_bytes()).unwrap();
+            conn.shutdown(Shutdown::Write).unwrap();
+        });
     let hello = fixture("kcat.bin");
     let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -460,16 +448,8 @@ fn half_close_is_respected() {
 /// A client that stops halfway through its hello is cut at the ClientHello deadline.
 #[test]
 fn slow_client_is_cut_at_the_deadline() {
-    let net = Net::new();
-    let scratch = Scratch::new("deadline");
-    let up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
     let extra = "  clienthello_timeout_ms: 300\n";
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, extra),
-        net.addr(1, ADMIN),
-    );
+    let (net, _scratch, up, gw) = raw_gateway("deadline", "openssl.capture.test", extra, echo);
     let hello = fixture("openssl.bin");
     let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
     sock.write_all(&hello[..hello.len() / 2]).unwrap();
@@ -485,16 +465,8 @@ fn slow_client_is_cut_at_the_deadline() {
 /// A relayed connection that carries nothing for the idle timeout is closed.
 #[test]
 fn idle_connection_is_closed() {
-    let net = Net::new();
-    let scratch = Scratch::new("idle");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
     let extra = "  idle_timeout_secs: 1\n";
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, extra),
-        net.addr(1, ADMIN),
-    );
+    let (net, _scratch, _up, gw) = raw_gateway("idle", "openssl.capture.test", extra, echo);
     let hello = fixture("openssl.bin");
     let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
     sock.write_all(&hello).unwrap();
@@ -512,16 +484,8 @@ fn idle_connection_is_closed() {
 /// Past max_connections, a new connection is refused at once; the open ones keep working.
 #[test]
 fn connection_limit_refuses_excess_quickly() {
-    let net = Net::new();
-    let scratch = Scratch::new("limit");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
     let extra = "  max_connections: 2\n";
-    let gw = Snigate::start(
-        &scratch.dir,
-        &gateway_yaml(&net, &routes, extra),
-        net.addr(1, ADMIN),
-    );
+    let (net, _scratch, _up, gw) = raw_gateway("limit", "openssl.capture.test", extra, echo);
     let hello = fixture("openssl.bin");
     let open = |n: usize| {
         let mut s = TcpStream::connect(net.addr(1, KAFKA)).unwrap();

@@ -159,6 +159,13 @@ impl Lab {
         self.procs.len() - 1
     }
 
+    /// Kills process `idx` and waits for it.
+    pub fn stop(&mut self, idx: usize) {
+        let child = &mut self.procs[idx].child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Path in the scratch dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.scratch.path(name)

@@ -101,6 +101,16 @@ impl Cloud {
         Ok(())
     }
 
+    /// The first broker's real address, for asking the cluster about itself.
+    fn first_broker(&self) -> Result<SocketAddr> {
+        Ok(self
+            .cluster
+            .listeners
+            .first()
+            .map(|l| l.1)
+            .ok_or("no brokers")?)
+    }
+
     /// The broker name for id `id`.
     pub fn broker_name(&self, id: i32) -> String {
         format!("b{}-{}.{}", id - 1, self.cluster_name, self.domain)
@@ -129,13 +139,7 @@ impl Cloud {
                 let id: i32 = id.parse()?;
                 let ip: IpAddr = ip.parse()?;
                 self.cluster.add_broker(id)?;
-                let first = self
-                    .cluster
-                    .listeners
-                    .first()
-                    .map(|l| l.1)
-                    .ok_or("no brokers")?;
-                let port = front::broker_list(first)
+                let port = front::broker_list(self.first_broker()?)
                     .await?
                     .into_iter()
                     .find(|b| b.0 == id)
@@ -159,13 +163,7 @@ impl Cloud {
                 Ok(format!("ok broker {id} decommissioned"))
             }
             ["brokers"] => {
-                let first = self
-                    .cluster
-                    .listeners
-                    .first()
-                    .map(|l| l.1)
-                    .ok_or("no brokers")?;
-                let list = front::broker_list(first).await?;
+                let list = front::broker_list(self.first_broker()?).await?;
                 let parts: Vec<String> = list
                     .iter()
                     .map(|(i, h, p)| format!("{i} {h}:{p}"))
