@@ -139,7 +139,8 @@ impl Cloud {
                 let id: i32 = id.parse()?;
                 let ip: IpAddr = ip.parse()?;
                 self.cluster.add_broker(id)?;
-                let port = front::broker_list(self.first_broker()?)
+                let first = self.first_broker()?;
+                let port = front::broker_list(first)
                     .await?
                     .into_iter()
                     .find(|b| b.0 == id)
@@ -163,7 +164,8 @@ impl Cloud {
                 Ok(format!("ok broker {id} decommissioned"))
             }
             ["brokers"] => {
-                let list = front::broker_list(self.first_broker()?).await?;
+                let first = self.first_broker()?;
+                let list = front::broker_list(first).await?;
                 let parts: Vec<String> = list
                     .iter()
                     .map(|(i, h, p)| format!("{i} {h}:{p}"))
