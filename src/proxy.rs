@@ -12,7 +12,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use prometheus::IntGauge;
+use prometheus::{Histogram, IntCounter, IntGauge};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -53,34 +53,54 @@ impl Shared {
     }
 }
 
+/// One listener's metric series, resolved once instead of per connection.
+#[derive(Debug)]
+struct ListenerMetrics {
+    active: IntGauge,
+    bytes_up: IntCounter,
+    bytes_down: IntCounter,
+    connect_latency: Histogram,
+}
+
 /// One listener's application, run by a Pingora listening service.
 #[derive(Debug)]
 pub struct ListenerApp {
     listener: ListenerConfig,
     shared: Arc<Shared>,
+    metrics: ListenerMetrics,
 }
 
 impl ListenerApp {
     /// Creates the app for `listener`.
     pub fn new(listener: ListenerConfig, shared: Arc<Shared>) -> Self {
-        ListenerApp { listener, shared }
+        let name = listener.name.as_str();
+        let metrics = ListenerMetrics {
+            active: metrics::ACTIVE.with_label_values(&[name]),
+            bytes_up: metrics::BYTES.with_label_values(&[name, "upstream"]),
+            bytes_down: metrics::BYTES.with_label_values(&[name, "downstream"]),
+            connect_latency: metrics::CONNECT_LATENCY.with_label_values(&[name]),
+        };
+        ListenerApp {
+            listener,
+            shared,
+            metrics,
+        }
     }
 }
 
 /// Holds one slot of the global connection limit and the active gauge.
 struct Slot<'a> {
     shared: &'a Shared,
-    gauge: IntGauge,
+    gauge: &'a IntGauge,
 }
 
 impl<'a> Slot<'a> {
-    fn acquire(shared: &'a Shared, listener: &str) -> Option<Self> {
+    fn acquire(shared: &'a Shared, gauge: &'a IntGauge) -> Option<Self> {
         let prev = shared.active.fetch_add(1, Ordering::AcqRel);
         if prev >= shared.max_connections {
             shared.active.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let gauge = metrics::ACTIVE.with_label_values(&[listener]);
         gauge.inc();
         Some(Slot { shared, gauge })
     }
@@ -217,7 +237,7 @@ impl ListenerApp {
             outcome: "ok",
             detail: None,
         };
-        let Some(_slot) = Slot::acquire(&self.shared, name) else {
+        let Some(_slot) = Slot::acquire(&self.shared, &self.metrics.active) else {
             rec.outcome = "over_limit";
             rec.detail = Some(format!(
                 "max_connections ({}) reached",
@@ -304,14 +324,13 @@ impl ListenerApp {
             }
         };
         drop(table);
-        metrics::CONNECT_LATENCY
-            .with_label_values(&[name])
+        self.metrics
+            .connect_latency
             .observe(connected.elapsed.as_secs_f64());
         rec.upstream_addr = Some(connected.addr);
         let mut upstream_io = connected.stream;
 
-        let up_counter = metrics::BYTES.with_label_values(&[name, "upstream"]);
-        let down_counter = metrics::BYTES.with_label_values(&[name, "downstream"]);
+        let (up_counter, down_counter) = (&self.metrics.bytes_up, &self.metrics.bytes_down);
         if let Err(e) = upstream_io.write_all(&peeked.bytes).await {
             rec.outcome = RelayEnd::Error.outcome();
             rec.detail = Some(format!("cannot replay the ClientHello: {e}"));
@@ -326,8 +345,8 @@ impl ListenerApp {
             client_io,
             upstream_io,
             self.shared.idle_timeout,
-            &up_counter,
-            &down_counter,
+            up_counter,
+            down_counter,
         )
         .await;
         rec.bytes_up += stats.to_upstream;

@@ -60,6 +60,13 @@ fn start_gateway(lab: &mut Lab, conf: &std::path::Path) -> usize {
     idx
 }
 
+/// Runs a snigate subcommand in the gateway namespace; returns (success, output).
+fn snigate_cmd(lab: &Lab, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["env", "SIM_KEY=sim-key", snigate_bin()];
+    full.extend_from_slice(args);
+    lab.run(&lab.cg, 30, &full)
+}
+
 fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&lab.admin("/metrics").1, name, labels)
 }
@@ -195,37 +202,12 @@ fn discovery_follows_broker_changes_without_dropping_connections() {
 
     // Operator commands.
     let conf_s = conf.display().to_string();
-    let cg = lab.cg.clone();
-    let (ok, out) = lab.run(
-        &cg,
-        30,
-        &[
-            "env",
-            "SIM_KEY=sim-key",
-            snigate_bin(),
-            "routes",
-            "-c",
-            &conf_s,
-            "--discover",
-        ],
-    );
+    let (ok, out) = snigate_cmd(&lab, &["routes", "-c", &conf_s, "--discover"]);
     assert!(
         ok && out.contains(&broker(3)) && out.contains("cluster:sim"),
         "{out}"
     );
-    let (ok, out) = lab.run(
-        &cg,
-        30,
-        &[
-            "env",
-            "SIM_KEY=sim-key",
-            snigate_bin(),
-            "routes",
-            "-c",
-            &conf_s,
-            "--yaml",
-        ],
-    );
+    let (ok, out) = snigate_cmd(&lab, &["routes", "-c", &conf_s, "--yaml"]);
     assert!(
         ok && out.contains(&format!(
             "  - sni: \"{}\"\n    upstream: \"{}:9092\"",
@@ -234,19 +216,9 @@ fn discovery_follows_broker_changes_without_dropping_connections() {
         )),
         "{out}"
     );
-    let (ok, out) = lab.run(
-        &cg,
-        30,
-        &[
-            "env",
-            "SIM_KEY=sim-key",
-            snigate_bin(),
-            "hosts",
-            "-c",
-            &conf_s,
-            "--gateway-address",
-            "10.20.30.40",
-        ],
+    let (ok, out) = snigate_cmd(
+        &lab,
+        &["hosts", "-c", &conf_s, "--gateway-address", "10.20.30.40"],
     );
     assert!(
         ok && out.contains(&format!("10.20.30.40 {}\n", broker(3)))

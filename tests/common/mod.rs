@@ -85,6 +85,22 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// Writes a new P-256 private key to `path`.
+fn gen_key(path: &Path) {
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "ecparam",
+                "-genkey",
+                "-name",
+                "prime256v1",
+                "-noout",
+                "-out",
+            ])
+            .arg(path),
+    );
+}
+
 /// A test CA and leaf certificates it issues, made with the openssl CLI.
 pub struct Pki {
     pub dir: PathBuf,
@@ -94,18 +110,7 @@ impl Pki {
     pub fn new(dir: &Path) -> Pki {
         let ca_key = dir.join("ca.key");
         let ca = dir.join("ca.pem");
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "ecparam",
-                    "-genkey",
-                    "-name",
-                    "prime256v1",
-                    "-noout",
-                    "-out",
-                ])
-                .arg(&ca_key),
-        );
+        gen_key(&ca_key);
         run_ok(
             Command::new("openssl")
                 .args(["req", "-x509", "-new", "-key"])
@@ -129,18 +134,7 @@ impl Pki {
         let cert = self.dir.join(format!("{name}.pem"));
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).unwrap();
-        run_ok(
-            Command::new("openssl")
-                .args([
-                    "ecparam",
-                    "-genkey",
-                    "-name",
-                    "prime256v1",
-                    "-noout",
-                    "-out",
-                ])
-                .arg(&key),
-        );
+        gen_key(&key);
         run_ok(
             Command::new("openssl")
                 .args(["req", "-new", "-key"])

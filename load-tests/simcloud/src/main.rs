@@ -46,6 +46,17 @@ struct Creds {
     secret: String,
 }
 
+impl Creds {
+    fn conn(self, bootstrap: String, ca: String) -> client::Conn {
+        client::Conn {
+            bootstrap,
+            ca,
+            key: self.key,
+            secret: self.secret,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the simulated cloud.
@@ -156,12 +167,7 @@ fn main() {
                 prefix,
                 creds,
             } => {
-                let conn = client::Conn {
-                    bootstrap,
-                    ca,
-                    key: creds.key,
-                    secret: creds.secret,
-                };
+                let conn = creds.conn(bootstrap, ca);
                 client::produce(&conn, &topic, count, &prefix).await
             }
             Command::Consume {
@@ -175,12 +181,7 @@ fn main() {
                 timeout_secs,
                 creds,
             } => {
-                let conn = client::Conn {
-                    bootstrap,
-                    ca,
-                    key: creds.key,
-                    secret: creds.secret,
-                };
+                let conn = creds.conn(bootstrap, ca);
                 let timeout = Duration::from_secs(timeout_secs);
                 tokio::task::spawn_blocking(move || {
                     client::consume(&conn, &topic, &group, members, expect, &prefix, timeout)
