@@ -7,7 +7,7 @@
 
 use crate::discovery::hub::Hub;
 use crate::metrics;
-use crate::routes::RouteStore;
+use crate::render;
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -34,20 +34,15 @@ impl Readiness {
 
 /// The admin HTTP application.
 pub struct AdminApp {
-    routes: Arc<RouteStore>,
+    hub: Arc<Hub>,
     readiness: Arc<Readiness>,
-    hub: Option<Arc<Hub>>,
 }
 
 impl AdminApp {
-    /// Creates the app. With a discovery hub, `/ready` also waits until every cluster has
-    /// routes, from discovery or from the state file.
-    pub fn new(routes: Arc<RouteStore>, readiness: Arc<Readiness>, hub: Option<Arc<Hub>>) -> Self {
-        AdminApp {
-            routes,
-            readiness,
-            hub,
-        }
+    /// Creates the app. `/ready` also waits until every cluster has routes, from
+    /// discovery or from the state file.
+    pub fn new(hub: Arc<Hub>, readiness: Arc<Readiness>) -> Self {
+        AdminApp { hub, readiness }
     }
 
     fn answer(&self, method: &str, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
@@ -63,8 +58,8 @@ impl AdminApp {
             ),
             "/health" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
             "/ready" => {
-                let table = self.routes.load();
-                let pending = self.hub.as_ref().map(|h| h.pending()).unwrap_or_default();
+                let table = self.hub.table();
+                let pending = self.hub.pending();
                 if !self.readiness.is_ready() {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -82,18 +77,11 @@ impl AdminApp {
                     (StatusCode::OK, TEXT, body.into_bytes())
                 }
             }
-            "/routes" => {
-                let table = self.routes.load();
-                let mut body = String::new();
-                for r in table.routes() {
-                    body.push_str(&format!("{} -> {} [{}]", r.label, r.upstream, r.origin));
-                    if !r.upstream.pinned.is_empty() {
-                        body.push_str(&format!(" (pinned: {})", r.upstream.pinned_list()));
-                    }
-                    body.push('\n');
-                }
-                (StatusCode::OK, TEXT, body.into_bytes())
-            }
+            "/routes" => (
+                StatusCode::OK,
+                TEXT,
+                render::admin(&self.hub.table()).into_bytes(),
+            ),
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,

@@ -1,17 +1,25 @@
 //! snigate: an SNI-routing TLS passthrough gateway for Kafka and HTTPS, built on Pingora.
 //!
+//! This crate is the I/O shell around `snigate_core`, which holds every rule that can be
+//! decided without a socket (the ClientHello parser, name rules, the route table, discovery
+//! state, config validation).
+//!
 //! Module map:
-//! - [`clienthello`]: the pure ClientHello parser (SNI, ALPN), no I/O.
+//! - [`cli`]: the command line and what each command runs.
+//! - [`commands`]: `snigate routes` and `snigate hosts`.
+//! - [`config`]: loading the file, and checking Pingora's settings.
+//! - [`server`]: wiring the Pingora server's services together.
+//! - [`proxy`]: the listener application: one connection's life, and its access log.
 //! - [`peek`]: reading the ClientHello off a socket under one deadline and a byte cap.
-//! - [`routes`]: the route table (exact and wildcard SNI, precedence rules) and its
-//!   atomically swapped store.
-//! - [`config`]: the YAML file, `${ENV}` expansion, validation and its errors.
 //! - [`upstream`]: resolving and connecting to a route's upstream.
 //! - [`relay`]: copying both ways with half-close, byte counts and an idle timeout.
-//! - [`proxy`]: the Pingora `ServerApp` that ties a connection's life together.
+//! - [`routes`]: the live route table, swapped atomically.
+//! - [`discovery`]: the broker source, the refresh service, and the route hub.
+//! - [`upgrade`]: handing over to a new process when discovered routes change.
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/routes`.
+//! - [`render`]: route tables as text, YAML and hosts lines.
 //! - [`metrics`]: every metric name and definition.
-//! - [`cli`]: the command line and server wiring.
+//! - [`logging`]: the logger.
 
 #![cfg_attr(
     not(test),
@@ -20,12 +28,16 @@
 
 pub mod admin;
 pub mod cli;
-pub mod clienthello;
+pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod logging;
 pub mod metrics;
 pub mod peek;
 pub mod proxy;
 pub mod relay;
+pub mod render;
 pub mod routes;
+pub mod server;
+pub mod upgrade;
 pub mod upstream;

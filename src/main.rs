@@ -1,5 +1,9 @@
-//! The `snigate` binary. See the library's `cli` module for the options.
+//! The `snigate` binary: parse the options, set up logging, run. See [`snigate::cli`].
+
+use clap::Parser;
 
 fn main() {
-    std::process::exit(snigate::cli::main());
+    let cli = snigate::cli::Cli::parse();
+    snigate::logging::init();
+    std::process::exit(snigate::cli::run(cli));
 }

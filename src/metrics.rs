@@ -1,10 +1,13 @@
 //! Every metric snigate exports, in one place. Names are the constants below; the
-//! README's metrics table lists the same.
+//! README's metrics table lists the same. Every labelled series that can be known in
+//! advance is created at zero when the gateway starts (and, for routes, when they appear),
+//! so that dashboards see `0` rather than no series.
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use snigate_core::outcome::{Outcome, RejectReason};
 use std::sync::LazyLock;
 
 /// Connections closed, by listener, route and outcome.
@@ -30,6 +33,14 @@ pub const CLUSTER_LAST_SUCCESS: &str = "snigate_cluster_last_success_timestamp_s
 /// Metadata refreshes, by cluster and outcome (`ok`, `failed`, `partial`).
 pub const CLUSTER_REFRESHES_TOTAL: &str = "snigate_cluster_refreshes_total";
 
+/// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
+pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
+
+/// The route label of connections that never chose a route.
+pub const NO_ROUTE_LABEL: &str = "-";
+/// The route label of connections sent to a listener's fallback.
+pub const FALLBACK_LABEL: &str = "fallback";
+
 /// The registry `/metrics` serves.
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -54,6 +65,10 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(defined(IntCounterVec::new(Opts::new(name, help), labels)))
 }
 
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(defined(IntGaugeVec::new(Opts::new(name, help), labels)))
+}
+
 /// See [`CONNECTIONS_TOTAL`].
 pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -65,10 +80,11 @@ pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// See [`ACTIVE_CONNECTIONS`].
 pub static ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register(defined(IntGaugeVec::new(
-        Opts::new(ACTIVE_CONNECTIONS, "Connections open now, by listener."),
+    gauge_vec(
+        ACTIVE_CONNECTIONS,
+        "Connections open now, by listener.",
         &["listener"],
-    )))
+    )
 });
 
 /// See [`BYTES_TOTAL`].
@@ -116,10 +132,6 @@ pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static ROUTE_COUNT: LazyLock<IntGauge> =
     LazyLock::new(|| register(defined(IntGauge::new(ROUTES, "Routes in the live table."))));
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(defined(IntGaugeVec::new(Opts::new(name, help), labels)))
-}
-
 /// See [`CLUSTER_BROKERS`].
 pub static BROKERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(
@@ -156,33 +168,46 @@ pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
-/// Creates the per-cluster series so that they show from the start.
-pub fn init_clusters(clusters: &[&str]) {
+/// Creates the per-cluster series at zero.
+pub fn init_clusters<'a>(clusters: impl IntoIterator<Item = &'a str>) {
     for c in clusters {
         BROKERS.with_label_values(&[c]);
         UNROUTABLE.with_label_values(&[c]);
         LAST_SUCCESS.with_label_values(&[c]);
-        for o in ["ok", "failed", "partial"] {
+        for o in REFRESH_OUTCOMES {
             REFRESHES.with_label_values(&[c, o]);
         }
     }
 }
 
-/// Creates every metric so that `/metrics` lists them from the start, with zeroed series
-/// for each listener.
-pub fn init(listeners: &[&str]) {
+/// Creates every per-listener series at zero: open connections, bytes, connect latency,
+/// each reject reason, and each outcome of connections that chose no route.
+pub fn init_listeners<'a>(listeners: impl IntoIterator<Item = &'a str>) {
     for l in listeners {
         ACTIVE.with_label_values(&[l]);
         BYTES.with_label_values(&[l, "upstream"]);
         BYTES.with_label_values(&[l, "downstream"]);
         CONNECT_LATENCY.with_label_values(&[l]);
-        for r in crate::clienthello::Reject::ALL {
+        for r in RejectReason::ALL {
             REJECTS.with_label_values(&[l, r.as_str()]);
         }
+        for o in Outcome::ALL.into_iter().filter(|o| !o.has_route()) {
+            CONNECTIONS.with_label_values(&[l, NO_ROUTE_LABEL, o.as_str()]);
+        }
     }
-    LazyLock::force(&CONNECTIONS);
     LazyLock::force(&HELLO_SIZE);
     LazyLock::force(&ROUTE_COUNT);
+}
+
+/// Creates, at zero, the connection series of each route on each listener.
+pub fn init_routes(listeners: &[&str], routes: &[&str]) {
+    for l in listeners {
+        for r in routes {
+            for o in Outcome::ALL.into_iter().filter(|o| o.has_route()) {
+                CONNECTIONS.with_label_values(&[l, r, o.as_str()]);
+            }
+        }
+    }
 }
 
 /// Renders the registry in Prometheus text format.

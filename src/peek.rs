@@ -4,7 +4,8 @@
 //! unchanged. Each read returns what the client has sent so far, so this never waits for
 //! more bytes than the hello needs, and it stops as soon as the hello is complete.
 
-use crate::clienthello::{self, ClientHello, Parse, Reject, MAX_BUFFERED};
+use snigate_core::clienthello::{self, ClientHello, Parse, Reject, MAX_BUFFERED};
+use snigate_core::outcome::RejectReason;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
@@ -29,6 +30,18 @@ pub enum PeekError {
     /// A socket error.
     #[error("read error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl PeekError {
+    /// The reject reason counted for this error.
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            PeekError::Invalid(r) => RejectReason::Hello(*r),
+            PeekError::Timeout { .. } => RejectReason::Timeout,
+            PeekError::Closed { .. } => RejectReason::ClosedEarly,
+            PeekError::Io(_) => RejectReason::IoError,
+        }
+    }
 }
 
 /// The hello and every byte read so far (the hello plus anything sent right after it).

@@ -6,6 +6,7 @@
 //! that carried nothing either way for the idle timeout.
 
 use prometheus::IntCounter;
+use snigate_core::outcome::Outcome;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,12 +30,12 @@ pub enum RelayEnd {
 }
 
 impl RelayEnd {
-    /// Metric and log label.
-    pub fn outcome(self) -> &'static str {
+    /// The connection's outcome.
+    pub fn outcome(self) -> Outcome {
         match self {
-            RelayEnd::Closed => "ok",
-            RelayEnd::Idle => "idle_timeout",
-            RelayEnd::Error => "relay_error",
+            RelayEnd::Closed => Outcome::Ok,
+            RelayEnd::Idle => Outcome::IdleTimeout,
+            RelayEnd::Error => Outcome::RelayError,
         }
     }
 }

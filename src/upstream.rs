@@ -1,7 +1,8 @@
 //! Connecting to a route's upstream: resolve (or take the pinned addresses), then try each
 //! address in turn under the connect timeout.
 
-use crate::routes::Upstream;
+use snigate_core::names::Upstream;
+use snigate_core::outcome::Outcome;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -32,11 +33,11 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
-    /// Metric and log label.
-    pub fn outcome(&self) -> &'static str {
+    /// The connection's outcome.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            ConnectError::NoHost | ConnectError::Resolve { .. } => "resolve_failed",
-            ConnectError::Connect { .. } => "connect_failed",
+            ConnectError::NoHost | ConnectError::Resolve { .. } => Outcome::ResolveFailed,
+            ConnectError::Connect { .. } => Outcome::ConnectFailed,
         }
     }
 }
@@ -90,17 +91,7 @@ pub async fn connect(
             }
         }
     } else {
-        upstream
-            .pinned
-            .iter()
-            .map(|a| {
-                if a.port() == 0 {
-                    SocketAddr::new(a.ip(), port)
-                } else {
-                    *a
-                }
-            })
-            .collect()
+        upstream.pinned_for(listener_port).collect()
     };
     if addrs.is_empty() {
         return Err(ConnectError::Resolve {

@@ -7,6 +7,13 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+/// Values the checks put in the environment; no error message may print them.
+const SECRETS: [&str; 3] = [
+    "pinned.example.test",
+    "ABCDEFGHIJKLMNOP",
+    "not-a-real-secret",
+];
+
 fn check(path: &Path) -> (bool, String) {
     let out = Command::new(common::snigate_bin())
         .arg("-t")
@@ -74,6 +81,13 @@ fn invalid_configs_fail_with_a_message_that_names_the_problem() {
             .unwrap_or_else(|| panic!("{} lacks an `# expect:` first line", path.display()));
         let (ok, text) = check(&path);
         assert!(!ok, "{} was accepted: {text}", path.display());
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{} echoed a value from the environment: {text}",
+                path.display()
+            );
+        }
         assert!(
             text.contains(expect),
             "{}: want `{expect}` in: {text}",

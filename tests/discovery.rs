@@ -56,7 +56,7 @@ fn start_gateway(lab: &mut Lab, conf: &std::path::Path) -> usize {
         &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
         &log,
     );
-    lab.wait_admin("/ready", "snigate ready", |code, _| code == 200);
+    lab.wait_ready(idx);
     idx
 }
 
@@ -107,8 +107,8 @@ fn still_connected(lab: &mut Lab, idx: usize) -> bool {
 }
 
 #[test]
-fn discovery_follows_broker_changes_without_dropping_connections() {
-    if !root_or_skip("discovery_follows_broker_changes_without_dropping_connections") {
+fn netns_discovery_follows_broker_changes_without_dropping_connections() {
+    if !root_or_skip("netns_discovery_follows_broker_changes_without_dropping_connections") {
         return;
     }
     let mut lab = Lab::new("disc");
@@ -228,8 +228,8 @@ fn discovery_follows_broker_changes_without_dropping_connections() {
 }
 
 #[test]
-fn restart_from_the_state_file_while_the_cloud_is_down() {
-    if !root_or_skip("restart_from_the_state_file_while_the_cloud_is_down") {
+fn netns_restart_from_the_state_file_while_the_cloud_is_down() {
+    if !root_or_skip("netns_restart_from_the_state_file_while_the_cloud_is_down") {
         return;
     }
     let mut lab = Lab::new("state");
@@ -272,8 +272,8 @@ fn restart_from_the_state_file_while_the_cloud_is_down() {
 }
 
 #[test]
-fn wrong_credentials_are_reported_and_keep_the_old_routes() {
-    if !root_or_skip("wrong_credentials_are_reported_and_keep_the_old_routes") {
+fn netns_wrong_credentials_are_reported_and_keep_the_old_routes() {
+    if !root_or_skip("netns_wrong_credentials_are_reported_and_keep_the_old_routes") {
         return;
     }
     let mut lab = Lab::new("creds");
@@ -305,8 +305,8 @@ fn wrong_credentials_are_reported_and_keep_the_old_routes() {
 }
 
 #[test]
-fn reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
-    if !root_or_skip("reload_upgrade_hands_over_to_a_new_process_on_a_route_change") {
+fn netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
+    if !root_or_skip("netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change") {
         return;
     }
     let mut lab = Lab::new("reload");
@@ -354,8 +354,8 @@ fn reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
 }
 
 #[test]
-fn not_ready_until_every_cluster_has_routes() {
-    if !root_or_skip("not_ready_until_every_cluster_has_routes") {
+fn netns_not_ready_until_every_cluster_has_routes() {
+    if !root_or_skip("netns_not_ready_until_every_cluster_has_routes") {
         return;
     }
     let mut lab = Lab::new("ready");

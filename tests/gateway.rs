@@ -481,10 +481,11 @@ fn idle_connection_is_closed() {
     );
 }
 
-/// Past max_connections, a new connection is refused at once; the open ones keep working.
+/// Past max_connections, a new connection is refused at once: long before its hello
+/// deadline, even though it never sends a byte. The open ones keep working.
 #[test]
 fn connection_limit_refuses_excess_quickly() {
-    let extra = "  max_connections: 2\n";
+    let extra = "  max_connections: 2\n  clienthello_timeout_ms: 60000\n";
     let (net, _scratch, _up, gw) = raw_gateway("limit", "openssl.capture.test", extra, echo);
     let hello = fixture("openssl.bin");
     let open = |n: usize| {
@@ -499,9 +500,15 @@ fn connection_limit_refuses_excess_quickly() {
     let mut first = open(1);
     let _second = open(2);
     gw.wait_metric("snigate_active_connections", &[("listener", "kafka")], 2.0);
+    // The third sends nothing: only the limit can close it before the 60 s hello deadline.
+    let started = std::time::Instant::now();
     let mut third = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
-    let _ = third.write_all(&hello);
     assert_closed(&mut third);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the excess connection was held for {took:?}, as if it waited for its hello"
+    );
     gw.wait_metric(
         "snigate_connections_total",
         &[("outcome", "over_limit")],

@@ -21,7 +21,7 @@ fn is_root() -> bool {
 }
 
 #[test]
-fn demo_walkthrough_passes_in_network_namespaces() {
+fn netns_demo_walkthrough_passes() {
     if !is_root() {
         assert!(
             std::env::var_os("CI").is_none(),

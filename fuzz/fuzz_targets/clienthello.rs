@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snigate::clienthello::{parse, Parse, MAX_HELLO_LEN};
+use snigate_core::clienthello::{parse, Parse, MAX_HELLO_LEN};
 
 /// Inputs longer than this skip the prefix checks, to keep each run cheap.
 const PREFIX_CHECK_MAX_INPUT: usize = 4096;

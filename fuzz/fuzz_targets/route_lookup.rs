@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use snigate::routes::{
+use snigate_core::routes::{
     normalize_name, Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort,
 };
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use criterion::{
     criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use snigate::clienthello::{parse, Parse};
-use snigate::routes::{Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+use snigate_core::clienthello::{parse, Parse};
+use snigate_core::routes::{Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
 
 /// Captures benchmarked one by one, in this order.
 const FIXTURES: &[&str] = &[

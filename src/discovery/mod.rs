@@ -1,15 +1,13 @@
-//! Broker discovery: routes derived from each cluster's own metadata.
+//! Broker discovery's I/O: routes derived from each cluster's own metadata. The rules
+//! (grace, merge, backoff, the state file's shape) are in `snigate_core::discovery`.
 //!
-//! - [`state`]: what is known about one cluster, and the removal grace rule.
-//! - [`merge`]: combining discovered routes with the static ones, and the coverage check.
-//! - [`metadata`]: fetching the broker list with librdkafka.
-//! - [`statefile`]: saving and loading the last good routes.
-//! - [`hub`]: every cluster's routes in one place; publishes the merged table.
-//! - [`service`]: the per-cluster Pingora background service (refresh, backoff, coverage).
+//! - [`source`]: the [`source::BrokerSource`] seam and its errors.
+//! - [`kafka`]: the source that asks the cluster with librdkafka.
+//! - [`hub`]: every cluster's routes in one place; publishes the merged table and saves
+//!   the state file.
+//! - [`service`]: the per-cluster refresh loop, run as a Pingora background service.
 
 pub mod hub;
-pub mod merge;
-pub mod metadata;
+pub mod kafka;
 pub mod service;
-pub mod state;
-pub mod statefile;
+pub mod source;

@@ -1,145 +1,90 @@
-//! One Pingora background service per cluster: refresh the metadata, derive routes, and
-//! publish them through the hub. A failed or partial refresh keeps the last good routes and
-//! is retried with exponential backoff, up to the refresh interval.
+//! One refresh loop per cluster, run as a Pingora background service: fetch the brokers,
+//! derive the routes, publish them through the hub, check coverage. The rules it follows
+//! (removal grace, backoff, keeping the last good routes) are `snigate_core`'s; this is
+//! the loop and its side effects. `snigate routes --discover` runs the same [`ClusterService::refresh`].
 
 use super::hub::Hub;
-use super::merge;
-use super::metadata::{Broker, MetadataClient};
-use super::state::{Change, ClusterRoutes, Kind};
-use crate::config::file::ReloadMode;
-use crate::config::ClusterConfig;
+use super::source::{BrokerSource, RefreshError};
 use crate::metrics;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
+use snigate_core::config::{ClusterConfig, ReloadMode};
+use snigate_core::discovery::merge;
+use snigate_core::discovery::refresh::{observed_names, Backoff};
+use snigate_core::discovery::state::Change;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Shortest wait before retrying a failed refresh.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What to do when routes change in `upgrade` mode.
 pub type UpgradeHook = Arc<dyn Fn() + Send + Sync>;
 
-/// The discovery service for one cluster.
-pub struct ClusterService {
-    cluster: ClusterConfig,
-    hub: Arc<Hub>,
-    reload: ReloadMode,
-    upgrade: Option<UpgradeHook>,
-    client: Mutex<Option<Arc<MetadataClient>>>,
-    last_conflicts: Mutex<Vec<String>>,
-}
+/// The clock discovery reads: Unix seconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// Why a refresh did not produce routes.
-#[derive(Debug)]
-pub enum RefreshError {
-    /// The metadata could not be fetched.
-    Failed(String),
-    /// The metadata came back but is unusable (e.g. zero brokers).
-    Partial(String),
-}
-
-impl std::fmt::Display for RefreshError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RefreshError::Failed(e) | RefreshError::Partial(e) => f.write_str(e),
-        }
-    }
-}
-
-fn now_secs() -> u64 {
+fn system_clock() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// The names a cluster's metadata yields: bootstrap, every broker, REST and Schema Registry.
-pub fn observed_names(cluster: &ClusterConfig, brokers: &[Broker]) -> Vec<(String, u16, Kind)> {
-    let mut out = vec![(
-        cluster.bootstrap.0.clone(),
-        cluster.bootstrap.1,
-        Kind::Bootstrap,
-    )];
-    for b in brokers {
-        out.push((b.host.to_ascii_lowercase(), b.port, Kind::Broker));
-    }
-    if let Some((h, p)) = &cluster.rest {
-        out.push((h.clone(), *p, Kind::Rest));
-    }
-    if let Some((h, p)) = &cluster.schema_registry {
-        out.push((h.clone(), *p, Kind::SchemaRegistry));
-    }
-    out
-}
-
-/// Fetches the brokers once, off the async runtime and under a timeout.
-pub async fn fetch(
-    client: Arc<MetadataClient>,
-    timeout: Duration,
-) -> Result<Vec<Broker>, RefreshError> {
-    let call = tokio::task::spawn_blocking(move || client.brokers(timeout));
-    match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
-        Ok(Ok(Ok(brokers))) if brokers.is_empty() => Err(RefreshError::Partial(
-            "the metadata lists zero brokers".into(),
-        )),
-        Ok(Ok(Ok(brokers))) => Ok(brokers),
-        Ok(Ok(Err(e))) => Err(RefreshError::Failed(e)),
-        Ok(Err(e)) => Err(RefreshError::Failed(format!("metadata task failed: {e}"))),
-        Err(_) => Err(RefreshError::Failed(format!(
-            "metadata request timed out after {timeout:?}"
-        ))),
-    }
+/// The discovery service for one cluster.
+pub struct ClusterService {
+    cluster: ClusterConfig,
+    hub: Arc<Hub>,
+    source: Box<dyn BrokerSource>,
+    reload: ReloadMode,
+    upgrade: Option<UpgradeHook>,
+    clock: Clock,
+    last_conflicts: Mutex<Vec<String>>,
 }
 
 impl ClusterService {
-    /// Creates the service.
-    pub fn new(
-        cluster: ClusterConfig,
-        hub: Arc<Hub>,
-        reload: ReloadMode,
-        upgrade: Option<UpgradeHook>,
-    ) -> Self {
+    /// Creates the service; routes change live.
+    pub fn new(cluster: ClusterConfig, hub: Arc<Hub>, source: Box<dyn BrokerSource>) -> Self {
         ClusterService {
             cluster,
             hub,
-            reload,
-            upgrade,
-            client: Mutex::new(None),
+            source,
+            reload: ReloadMode::Live,
+            upgrade: None,
+            clock: Arc::new(system_clock),
             last_conflicts: Mutex::new(Vec::new()),
         }
     }
 
-    fn client(&self) -> Result<Arc<MetadataClient>, RefreshError> {
-        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(MetadataClient::new(&self.cluster).map_err(RefreshError::Failed)?);
-        *slot = Some(c.clone());
-        Ok(c)
+    /// In `upgrade` mode, a route change is staged in the state file and `hook` is called
+    /// instead of swapping the table.
+    pub fn with_reload(mut self, reload: ReloadMode, hook: Option<UpgradeHook>) -> Self {
+        self.reload = reload;
+        self.upgrade = hook;
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One refresh: fetch, derive, publish (or stage, in upgrade mode), check coverage.
+    /// `first` is the process's first refresh of this cluster, which always publishes.
     pub async fn refresh(&self, first: bool) -> Result<Change, RefreshError> {
         let name = self.cluster.name.as_str();
-        let brokers = fetch(self.client()?, self.cluster.metadata_timeout).await?;
+        let brokers = self.source.brokers().await?;
+        if brokers.is_empty() {
+            return Err(RefreshError::ZeroBrokers);
+        }
         let observed = observed_names(&self.cluster, &brokers);
-        let mut routes: ClusterRoutes = self.hub.cluster(name);
-        let change = routes.observe(
-            &observed,
-            now_secs(),
-            self.cluster.removed_broker_grace.as_secs(),
-        );
+        let mut routes = self.hub.cluster(name);
+        let now = (self.clock)();
+        let change = routes.observe(&observed, now, self.cluster.removed_broker_grace.as_secs());
         let upgrade = self.reload == ReloadMode::Upgrade && !first && !change.is_empty();
         if upgrade {
-            self.hub.stage(name, routes).map_err(RefreshError::Failed)?;
+            self.hub.stage(name, routes)?;
         } else {
-            let conflicts = self
-                .hub
-                .update(name, routes)
-                .map_err(RefreshError::Failed)?;
+            let conflicts = self.hub.update(name, routes, !change.is_empty())?;
             self.report_conflicts(&conflicts);
         }
         metrics::BROKERS
@@ -147,7 +92,7 @@ impl ClusterService {
             .set(brokers.len() as i64);
         metrics::LAST_SUCCESS
             .with_label_values(&[name])
-            .set(now_secs() as i64);
+            .set(now as i64);
         if !change.is_empty() {
             log::info!(
                 "cluster {name}: routes changed: added [{}] removed [{}]",
@@ -199,36 +144,28 @@ impl ClusterService {
             *last = now;
         }
     }
-}
 
-#[async_trait]
-impl BackgroundService for ClusterService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let name = self.cluster.name.clone();
-        let mut backoff = FIRST_BACKOFF;
+    /// Refreshes until `shutdown`: every refresh interval after a success, with backoff
+    /// after a failure. A failure keeps the last good routes.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let name = self.cluster.name.as_str();
+        let mut backoff = Backoff::new(self.cluster.refresh_interval);
         let mut first = true;
         loop {
             let wait = match self.refresh(first).await {
                 Ok(_) => {
-                    metrics::REFRESHES.with_label_values(&[&name, "ok"]).inc();
+                    metrics::REFRESHES.with_label_values(&[name, "ok"]).inc();
                     first = false;
-                    backoff = FIRST_BACKOFF;
-                    self.cluster.refresh_interval
+                    backoff.succeeded()
                 }
                 Err(e) => {
-                    let outcome = match e {
-                        RefreshError::Failed(_) => "failed",
-                        RefreshError::Partial(_) => "partial",
-                    };
-                    metrics::REFRESHES
-                        .with_label_values(&[&name, outcome])
-                        .inc();
-                    let kept = self.hub.cluster(&name).names.len();
+                    let outcome = e.outcome();
+                    metrics::REFRESHES.with_label_values(&[name, outcome]).inc();
+                    let kept = self.hub.cluster(name).names.len();
+                    let wait = backoff.failed();
                     log::warn!(
-                        "cluster {name}: refresh {outcome}: {e}; keeping the last good routes ({kept} names); retrying in {backoff:?}"
+                        "cluster {name}: refresh {outcome}: {e}; keeping the last good routes ({kept} names); retrying in {wait:?}"
                     );
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(self.cluster.refresh_interval);
                     wait
                 }
             };
@@ -239,3 +176,13 @@ impl BackgroundService for ClusterService {
         }
     }
 }
+
+#[async_trait]
+impl BackgroundService for ClusterService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

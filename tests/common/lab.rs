@@ -274,6 +274,26 @@ impl Lab {
         }
     }
 
+    /// Polls `/ready` until it answers 200; fails at once if process `idx` has exited.
+    pub fn wait_ready(&self, idx: usize) {
+        let pid = self.procs[idx].child.id();
+        let start = Instant::now();
+        loop {
+            if self.admin("/ready").0 == 200 {
+                return;
+            }
+            let log = || std::fs::read_to_string(self.path("snigate.log")).unwrap_or_default();
+            assert!(
+                super::pid_alive(pid),
+                "{} exited before it became ready; log:\n{}",
+                self.procs[idx].what,
+                log()
+            );
+            assert!(start.elapsed() < PATIENCE, "never ready; log:\n{}", log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `openssl s_client` from the client namespace to `name:9092`, verifying the
     /// certificate; true when the handshake verified.
     pub fn tls_verifies(&self, name: &str) -> (bool, String) {

@@ -332,12 +332,18 @@ impl Snigate {
         }
     }
 
+    /// Polls `/ready` until it answers 200; fails at once if the process has exited.
     pub fn wait_ready(&self) {
         let start = Instant::now();
         loop {
             if let Some((200, _)) = http_get(self.admin, "/ready") {
                 return;
             }
+            assert!(
+                pid_alive(self.proc.child.id()),
+                "snigate exited before it became ready; log:\n{}",
+                self.log_text()
+            );
             assert!(
                 start.elapsed() < PATIENCE,
                 "snigate never became ready; log:\n{}",
@@ -376,6 +382,18 @@ impl Snigate {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// True while process `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 

@@ -11,8 +11,8 @@
 //!    route; the coverage check reports it as unroutable.
 
 use super::state::ClusterRoutes;
-use crate::config::file::parse_pattern;
-use crate::routes::{Route, RouteTable, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+use crate::names::{parse_pattern, SniPattern, Upstream};
+use crate::routes::{Route, RouteTable};
 
 /// A discovered name that an existing exact route already covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,12 +61,12 @@ pub fn merge(
                 });
                 continue;
             }
-            let upstream = Upstream {
-                host: UpstreamHost::Fixed(norm.clone()),
-                port: UpstreamPort::Fixed(entry.port),
-                pinned: Vec::new(),
-            };
-            let route = Route::new(SniPattern::Exact(norm), upstream).with_origin(&from);
+            let upstream = Upstream::fixed(norm.clone(), entry.port);
+            let route = Route::new(SniPattern::Exact(norm), upstream).discovered(
+                &from,
+                entry.kind.into(),
+                entry.last_seen,
+            );
             // Cannot clash: checked just above.
             let _ = table.insert(route);
         }
@@ -85,25 +85,11 @@ pub fn unroutable<'a>(table: &RouteTable, names: impl IntoIterator<Item = &'a st
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::Kind;
+    use super::super::state::brokers_seen as discovered;
     use super::*;
 
-    fn discovered(names: &[&str]) -> ClusterRoutes {
-        let mut c = ClusterRoutes::default();
-        let obs: Vec<_> = names
-            .iter()
-            .map(|n| (n.to_string(), 9092, Kind::Broker))
-            .collect();
-        c.observe(&obs, 1, 60);
-        c
-    }
-
     fn static_table() -> RouteTable {
-        let up = |h: &str| Upstream {
-            host: UpstreamHost::Fixed(h.into()),
-            port: UpstreamPort::Fixed(1234),
-            pinned: vec![],
-        };
+        let up = |h: &str| Upstream::fixed(h, 1234);
         RouteTable::new([
             Route::new(SniPattern::Exact("b0.c.test".into()), up("pinned.test")),
             Route::new(SniPattern::Wildcard("c.test".into()), up("wild.test")),

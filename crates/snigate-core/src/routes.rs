@@ -14,105 +14,9 @@
 //!
 //! Lookup costs one hash probe per label of the requested name, whatever the table size.
 
+pub use crate::names::{normalize_name, SniPattern, Upstream, UpstreamHost, UpstreamPort};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-/// An SNI pattern from the config, already normalised.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum SniPattern {
-    /// Matches one name.
-    Exact(String),
-    /// Matches any name ending in `.` + this suffix.
-    Wildcard(String),
-}
-
-impl std::fmt::Display for SniPattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SniPattern::Exact(name) => f.write_str(name),
-            SniPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
-        }
-    }
-}
-
-/// The host part of an upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamHost {
-    /// A fixed host name or IP address.
-    Fixed(String),
-    /// `{sni}`: the name the client asked for.
-    Sni,
-}
-
-/// The port part of an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamPort {
-    /// A fixed port.
-    Fixed(u16),
-    /// `{port}`: the port of the listener the client connected to.
-    Listener,
-}
-
-/// Where a route sends its connections.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Host to resolve (or to report, when `pinned` is set).
-    pub host: UpstreamHost,
-    /// Port to connect to.
-    pub port: UpstreamPort,
-    /// Fixed addresses to use instead of resolving `host` (e.g. PrivateLink endpoint IPs).
-    /// An address with port 0 takes the upstream's port.
-    pub pinned: Vec<SocketAddr>,
-}
-
-impl Upstream {
-    /// Renders the host for a given SNI.
-    pub fn host_for<'a>(&'a self, sni: Option<&'a str>) -> Option<&'a str> {
-        match &self.host {
-            UpstreamHost::Fixed(h) => Some(h),
-            UpstreamHost::Sni => sni,
-        }
-    }
-
-    /// Renders the port for a given listener port.
-    pub fn port_for(&self, listener_port: u16) -> u16 {
-        match self.port {
-            UpstreamPort::Fixed(p) => p,
-            UpstreamPort::Listener => listener_port,
-        }
-    }
-}
-
-impl Upstream {
-    /// The pinned addresses as written: an IP alone when it takes the upstream's port.
-    pub fn pinned_list(&self) -> String {
-        let shown: Vec<String> = self
-            .pinned
-            .iter()
-            .map(|a| match (a.port(), a.ip()) {
-                (0, std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
-                (0, ip) => ip.to_string(),
-                _ => a.to_string(),
-            })
-            .collect();
-        shown.join(", ")
-    }
-}
-
-impl std::fmt::Display for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.host {
-            UpstreamHost::Fixed(h) if h.contains(':') => write!(f, "[{h}]")?,
-            UpstreamHost::Fixed(h) => f.write_str(h)?,
-            UpstreamHost::Sni => f.write_str("{sni}")?,
-        }
-        match self.port {
-            UpstreamPort::Fixed(p) => write!(f, ":{p}"),
-            UpstreamPort::Listener => f.write_str(":{port}"),
-        }
-    }
-}
 
 /// One route: a pattern and its upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +29,39 @@ pub struct Route {
     pub label: Arc<str>,
     /// Where the route comes from: `static` (the config file) or `cluster:NAME`.
     pub origin: Arc<str>,
+    /// What the route is for.
+    pub kind: RouteKind,
+    /// For a discovered route, the Unix time its cluster last advertised the name.
+    pub last_seen: Option<u64>,
+}
+
+/// What a route is for: a static route from the config, or one of the names discovery
+/// derives from a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// A route from the config file.
+    Static,
+    /// A cluster's bootstrap endpoint.
+    Bootstrap,
+    /// A broker advertised in a cluster's metadata.
+    Broker,
+    /// A cluster's Kafka REST endpoint.
+    Rest,
+    /// A cluster's Schema Registry.
+    SchemaRegistry,
+}
+
+impl RouteKind {
+    /// The snake_case label used in `/routes` and in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Static => "static",
+            RouteKind::Bootstrap => "bootstrap",
+            RouteKind::Broker => "broker",
+            RouteKind::Rest => "rest",
+            RouteKind::SchemaRegistry => "schema_registry",
+        }
+    }
 }
 
 impl Route {
@@ -136,24 +73,17 @@ impl Route {
             upstream,
             label,
             origin: Arc::from("static"),
+            kind: RouteKind::Static,
+            last_seen: None,
         }
     }
 
-    /// The same route, marked as coming from `origin`.
-    pub fn with_origin(mut self, origin: &str) -> Self {
+    /// The same route, discovered in `origin` as a `kind` name last advertised at `last_seen`.
+    pub fn discovered(mut self, origin: &str, kind: RouteKind, last_seen: u64) -> Self {
         self.origin = Arc::from(origin);
+        self.kind = kind;
+        self.last_seen = Some(last_seen);
         self
-    }
-}
-
-/// Lower-cases `name` and removes one trailing dot. Returns the input unchanged (borrowed)
-/// when it is already normal.
-pub fn normalize_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let trimmed = name.strip_suffix('.').unwrap_or(name);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(trimmed)
     }
 }
 
@@ -178,17 +108,19 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Adds a route; fails if its pattern is already present.
+    /// Adds a route; fails if its pattern is already present, and leaves the table as it was.
     pub fn insert(&mut self, route: Route) -> Result<(), DuplicatePattern> {
         let (map, key) = match &route.pattern {
             SniPattern::Exact(n) => (&mut self.exact, normalize_name(n).into_owned()),
             SniPattern::Wildcard(s) => (&mut self.wildcard, normalize_name(s).into_owned()),
         };
-        if map.contains_key(&key) {
-            return Err(DuplicatePattern(route.pattern.clone()));
+        match map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(DuplicatePattern(route.pattern)),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(route));
+                Ok(())
+            }
         }
-        map.insert(key, Arc::new(route));
-        Ok(())
     }
 
     /// Finds the route for a requested name, following the module's matching rules.
@@ -243,11 +175,7 @@ mod tests {
     use super::*;
 
     fn up(host: &str) -> Upstream {
-        Upstream {
-            host: UpstreamHost::Fixed(host.into()),
-            port: UpstreamPort::Fixed(9092),
-            pinned: vec![],
-        }
+        Upstream::fixed(host, 9092)
     }
 
     fn table() -> RouteTable {
@@ -331,17 +259,5 @@ mod tests {
             Route::new(SniPattern::Wildcard("a.test".into()), up("2")),
         ])
         .is_ok());
-    }
-
-    #[test]
-    fn upstream_templates_render() {
-        let u = Upstream {
-            host: UpstreamHost::Sni,
-            port: UpstreamPort::Listener,
-            pinned: vec![],
-        };
-        assert_eq!(u.to_string(), "{sni}:{port}");
-        assert_eq!(u.host_for(Some("a.test")), Some("a.test"));
-        assert_eq!(u.port_for(443), 443);
     }
 }

@@ -21,6 +21,17 @@ pub enum Kind {
     SchemaRegistry,
 }
 
+impl From<Kind> for crate::routes::RouteKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Bootstrap => crate::routes::RouteKind::Bootstrap,
+            Kind::Broker => crate::routes::RouteKind::Broker,
+            Kind::Rest => crate::routes::RouteKind::Rest,
+            Kind::SchemaRegistry => crate::routes::RouteKind::SchemaRegistry,
+        }
+    }
+}
+
 /// One discovered name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -107,6 +118,18 @@ impl ClusterRoutes {
             .map(|(n, _)| n.as_str())
             .collect()
     }
+}
+
+/// Test support: a cluster that has seen these brokers (port 9092) at time 1.
+#[cfg(test)]
+pub(crate) fn brokers_seen(names: &[&str]) -> ClusterRoutes {
+    let mut c = ClusterRoutes::default();
+    let obs: Vec<_> = names
+        .iter()
+        .map(|n| (n.to_string(), 9092, Kind::Broker))
+        .collect();
+    c.observe(&obs, 1, 60);
+    c
 }
 
 #[cfg(test)]

@@ -1,26 +1,18 @@
-//! Fetching a cluster's broker list with librdkafka (rdkafka). The calls block, so callers
-//! run them on Tokio's blocking pool under a timeout.
+//! Fetching a cluster's broker list with librdkafka (rdkafka). The calls block, so
+//! [`KafkaSource`] runs them on Tokio's blocking pool under a timeout.
 
-use crate::config::ClusterConfig;
+use super::source::{BrokerSource, SourceError};
+use async_trait::async_trait;
 use rdkafka::bindings as rd;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
+use snigate_core::config::ClusterConfig;
+pub use snigate_core::discovery::refresh::Broker;
 use std::ffi::CStr;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// One broker from the metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broker {
-    /// Broker id.
-    pub id: i32,
-    /// Advertised host.
-    pub host: String,
-    /// Advertised port.
-    pub port: u16,
-}
 
 /// Keeps the client's last error (e.g. an authentication failure) for the refresh report.
 #[derive(Default)]
@@ -49,7 +41,7 @@ pub struct MetadataClient {
 impl MetadataClient {
     /// Creates the client. SASL/PLAIN over TLS is the default when credentials are given;
     /// the cluster's `librdkafka:` properties are applied last, as they are.
-    pub fn new(cluster: &ClusterConfig) -> Result<Self, String> {
+    pub fn new(cluster: &ClusterConfig) -> Result<Self, SourceError> {
         let mut cfg = ClientConfig::new();
         cfg.set(
             "bootstrap.servers",
@@ -68,12 +60,12 @@ impl MetadataClient {
         }
         let producer = cfg
             .create_with_context(Context::default())
-            .map_err(|e| format!("cannot create the Kafka client: {e}"))?;
+            .map_err(|e| SourceError::Client(e.to_string()))?;
         Ok(MetadataClient { producer })
     }
 
     /// Fetches the broker list (no topics). Blocks up to `timeout`.
-    pub fn brokers(&self, timeout: Duration) -> Result<Vec<Broker>, String> {
+    pub fn brokers(&self, timeout: Duration) -> Result<Vec<Broker>, SourceError> {
         // Client errors reach the context only when the handle is polled: drain old ones.
         self.producer.poll(Duration::ZERO);
         if let Ok(mut last) = self.producer.context().last_error.lock() {
@@ -102,9 +94,9 @@ impl MetadataClient {
                 .lock()
                 .ok()
                 .and_then(|l| l.clone());
-            return Err(match last {
-                Some(l) => format!("metadata request failed: {what} ({l})"),
-                None => format!("metadata request failed: {what}"),
+            return Err(SourceError::Metadata {
+                what: what.into_owned(),
+                detail: last,
             });
         }
         let mut out = Vec::new();
@@ -129,5 +121,46 @@ impl MetadataClient {
         }
         out.sort_by_key(|b| b.id);
         Ok(out)
+    }
+}
+
+/// The cluster's brokers, asked for with librdkafka. The client is created on first use and
+/// kept, so that its connection to the cluster is reused.
+pub struct KafkaSource {
+    cluster: ClusterConfig,
+    client: Mutex<Option<std::sync::Arc<MetadataClient>>>,
+}
+
+impl KafkaSource {
+    /// A source for `cluster`.
+    pub fn new(cluster: ClusterConfig) -> Self {
+        KafkaSource {
+            cluster,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn client(&self) -> Result<std::sync::Arc<MetadataClient>, SourceError> {
+        let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = std::sync::Arc::new(MetadataClient::new(&self.cluster)?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+#[async_trait]
+impl BrokerSource for KafkaSource {
+    async fn brokers(&self) -> Result<Vec<Broker>, SourceError> {
+        let client = self.client()?;
+        let timeout = self.cluster.metadata_timeout;
+        let call = tokio::task::spawn_blocking(move || client.brokers(timeout));
+        match tokio::time::timeout(timeout + Duration::from_secs(1), call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(SourceError::Task(e.to_string())),
+            Err(_) => Err(SourceError::Timeout(timeout)),
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! Each new connection takes a snapshot ([`RouteStore::load`]) and keeps it for its whole
 //! life, so a swap never touches connections that are already routed.
 
-use super::table::RouteTable;
 use arc_swap::ArcSwap;
+use snigate_core::routes::RouteTable;
 use std::sync::Arc;
 
 /// Shared handle to the current [`RouteTable`].

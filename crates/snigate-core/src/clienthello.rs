@@ -15,8 +15,7 @@
 //! - Every strict prefix of a valid hello is `Incomplete`: a check fails only on bytes
 //!   that are present.
 
-use std::borrow::Cow;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use crate::names::{validate_host, HostError};
 
 /// Largest ClientHello handshake message accepted (body, without its 4-byte header).
 pub const MAX_HELLO_LEN: usize = 16 * 1024;
@@ -368,43 +367,13 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, Reject> {
         if host.is_some() {
             return Err(Reject::BadSni); // at most one host_name
         }
-        host = Some(validate_host(name)?);
+        let name = validate_host(name).map_err(|e| match e {
+            HostError::IpLiteral => Reject::IpLiteralSni,
+            HostError::Invalid => Reject::BadSni,
+        })?;
+        host = Some(name.to_owned());
     }
     Ok(host)
-}
-
-/// Checks that `name` is a DNS host name (letters, digits, `-`, `_`, dots; labels of 1..=63
-/// bytes; at most 253 bytes without a trailing dot) and not an IP literal.
-pub fn validate_host(name: &[u8]) -> Result<String, Reject> {
-    let text = std::str::from_utf8(name).map_err(|_| Reject::BadSni)?;
-    if looks_like_ip(text) {
-        return Err(Reject::IpLiteralSni);
-    }
-    let trimmed = text.strip_suffix('.').unwrap_or(text);
-    if trimmed.is_empty() || trimmed.len() > 253 {
-        return Err(Reject::BadSni);
-    }
-    for label in trimmed.split('.') {
-        let ok_len = !label.is_empty() && label.len() <= 63;
-        let ok_chars = label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok_len || !ok_chars || label.starts_with('-') || label.ends_with('-') {
-            return Err(Reject::BadSni);
-        }
-    }
-    Ok(text.to_owned())
-}
-
-fn looks_like_ip(text: &str) -> bool {
-    let bare: Cow<'_, str> = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-        Some(inner) => Cow::Borrowed(inner),
-        None => Cow::Borrowed(text),
-    };
-    let bare = bare.strip_suffix('.').unwrap_or(&bare);
-    bare.parse::<Ipv4Addr>().is_ok()
-        || bare.parse::<Ipv6Addr>().is_ok()
-        || (!bare.is_empty() && bare.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
 }
 
 /// Parses the ALPN extension: a non-empty list of non-empty protocol names.
@@ -654,42 +623,42 @@ mod tests {
     const FIXTURES: [(&str, &[u8], &str); 8] = [
         (
             "openssl",
-            include_bytes!("../tests/fixtures/clienthello/openssl.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/openssl.bin"),
             "openssl.capture.test",
         ),
         (
             "curl",
-            include_bytes!("../tests/fixtures/clienthello/curl.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/curl.bin"),
             "curl.capture.test",
         ),
         (
             "kcat",
-            include_bytes!("../tests/fixtures/clienthello/kcat.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/kcat.bin"),
             "kafka.capture.test",
         ),
         (
             "java",
-            include_bytes!("../tests/fixtures/clienthello/java.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/java.bin"),
             "java.capture.test",
         ),
         (
             "python",
-            include_bytes!("../tests/fixtures/clienthello/python.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/python.bin"),
             "python.capture.test",
         ),
         (
             "pq",
-            include_bytes!("../tests/fixtures/clienthello/pq-x25519mlkem768.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/pq-x25519mlkem768.bin"),
             "pq.capture.test",
         ),
         (
             "openssl-two-records",
-            include_bytes!("../tests/fixtures/clienthello/openssl-two-records.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/openssl-two-records.bin"),
             "openssl.capture.test",
         ),
         (
             "pq-many-records",
-            include_bytes!("../tests/fixtures/clienthello/pq-many-records.bin"),
+            include_bytes!("../../../tests/fixtures/clienthello/pq-many-records.bin"),
             "pq.capture.test",
         ),
     ];

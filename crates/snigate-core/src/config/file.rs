@@ -1,0 +1,144 @@
+//! The YAML shape of the `gateway:` section, read as it is written. Every struct refuses
+//! unknown keys, so serde_yaml reports a typo with its key path, line and column. Values are
+//! kept as text here; `${ENV}` expansion and checking happen in [`super::validate`], where
+//! each error names its key path.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The part of the file snigate reads itself; Pingora's keys beside it are read separately.
+#[derive(Debug, Deserialize)]
+pub struct FileTop {
+    /// The `gateway:` section.
+    pub gateway: Option<FileGateway>,
+}
+
+/// `gateway:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileGateway {
+    /// `listeners:`.
+    #[serde(default)]
+    pub listeners: Vec<FileListener>,
+    /// `routes:`.
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+    /// `admin:`.
+    pub admin: Option<FileAdmin>,
+    /// How long a client has to send its whole ClientHello.
+    #[serde(default = "default_clienthello_timeout_ms")]
+    pub clienthello_timeout_ms: u64,
+    /// How long one upstream connect attempt (per address) may take.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long a connection may carry no bytes in either direction.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once, across listeners.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Clusters whose brokers are discovered from their metadata.
+    #[serde(default)]
+    pub clusters: Vec<FileCluster>,
+    /// Where the last good discovered routes are saved, and loaded from at start.
+    pub state_file: Option<String>,
+    /// How a route change is applied: `live` (swap in place) or `upgrade`.
+    #[serde(default)]
+    pub reload: ReloadMode,
+}
+
+/// How discovered route changes are applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadMode {
+    /// Swap the route table in place; nothing restarts.
+    #[default]
+    Live,
+    /// Hand over to a new process with Pingora's graceful upgrade.
+    Upgrade,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// `IP:PORT` to listen on.
+    pub address: String,
+    /// Upstream for connections whose SNI matches nothing or that send none.
+    pub fallback: Option<String>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// The name or `*.suffix` to match.
+    pub sni: String,
+    /// `host:port`, where host may be `{sni}` and port `{port}`.
+    pub upstream: String,
+    /// Fixed addresses to connect to instead of resolving the upstream host.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// `admin:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `IP:PORT` for `/metrics`, `/health`, `/ready` and `/routes`.
+    pub address: String,
+}
+
+/// One entry of `clusters:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// Name used in logs, metrics and route origins.
+    pub name: String,
+    /// The bootstrap `host:port` (a `SASL_SSL://` prefix is allowed).
+    pub bootstrap: String,
+    /// API key: the SASL/PLAIN username.
+    pub api_key: Option<String>,
+    /// API secret: the SASL/PLAIN password.
+    pub api_secret: Option<String>,
+    /// Kafka REST endpoint, `host[:port]` or an https URL.
+    pub rest: Option<String>,
+    /// Schema Registry endpoint, `host[:port]` or an https URL.
+    pub schema_registry: Option<String>,
+    /// Seconds between metadata refreshes.
+    #[serde(default = "default_refresh_interval_secs")]
+    pub refresh_interval_secs: u64,
+    /// How long a broker that vanished from the metadata keeps its route.
+    #[serde(default = "default_removed_broker_grace_secs")]
+    pub removed_broker_grace_secs: u64,
+    /// Timeout of one metadata request.
+    #[serde(default = "default_metadata_timeout_ms")]
+    pub metadata_timeout_ms: u64,
+    /// librdkafka properties passed through as they are.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+fn default_clienthello_timeout_ms() -> u64 {
+    5_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_idle_timeout_secs() -> u64 {
+    1_800
+}
+fn default_max_connections() -> u64 {
+    10_000
+}
+fn default_refresh_interval_secs() -> u64 {
+    60
+}
+fn default_removed_broker_grace_secs() -> u64 {
+    900
+}
+fn default_metadata_timeout_ms() -> u64 {
+    10_000
+}

@@ -1,0 +1,158 @@
+//! Parsing and validating the config file into typed values.
+//!
+//! One YAML file holds Pingora's server settings at the top level and snigate's `gateway:`
+//! section. [`Config::from_yaml`] refuses unknown keys in `gateway:`, expands `${ENV}`
+//! references in values, and checks everything the gateway needs before any socket is
+//! opened. Pingora's own keys are expanded here and checked against Pingora by the caller.
+
+pub mod env;
+pub mod error;
+pub mod file;
+mod validate;
+
+pub use error::{ConfigError, Shown};
+pub use file::ReloadMode;
+
+use crate::names::Upstream;
+use crate::routes::RouteTable;
+use serde_yaml::{Mapping, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Pingora's settings: every top-level key but `gateway`, string values expanded.
+    pub server: Mapping,
+    /// The gateway.
+    pub gateway: GatewayConfig,
+}
+
+/// The validated `gateway:` section.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Listeners, in file order.
+    pub listeners: Vec<ListenerConfig>,
+    /// The static routes.
+    pub routes: RouteTable,
+    /// The admin endpoint, if configured.
+    pub admin: Option<SocketAddr>,
+    /// Deadlines and limits for each connection.
+    pub limits: Limits,
+    /// Clusters whose routes are discovered.
+    pub clusters: Vec<ClusterConfig>,
+    /// Where discovered routes are saved and loaded from.
+    pub state_file: Option<PathBuf>,
+    /// How discovered route changes are applied.
+    pub reload: ReloadMode,
+}
+
+/// Deadlines and limits that apply to each new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deadline for the whole ClientHello.
+    pub clienthello_timeout: Duration,
+    /// Timeout of one upstream connect attempt (and of name resolution).
+    pub connect_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections open at once, across listeners.
+    pub max_connections: usize,
+}
+
+/// One listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Upstream for unmatched SNI and for clients that send none.
+    pub fallback: Option<Upstream>,
+}
+
+/// One cluster whose brokers are discovered from its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Name used in logs, metrics and route origins.
+    pub name: String,
+    /// Bootstrap host and port.
+    pub bootstrap: (String, u16),
+    /// SASL/PLAIN username and password, if the cluster needs them.
+    pub credentials: Option<(Secret, Secret)>,
+    /// Kafka REST host and port.
+    pub rest: Option<(String, u16)>,
+    /// Schema Registry host and port.
+    pub schema_registry: Option<(String, u16)>,
+    /// Time between refreshes.
+    pub refresh_interval: Duration,
+    /// How long a vanished broker keeps its route.
+    pub removed_broker_grace: Duration,
+    /// Timeout of one metadata request.
+    pub metadata_timeout: Duration,
+    /// librdkafka properties passed through.
+    pub librdkafka: BTreeMap<String, Secret>,
+}
+
+/// A value that must never be logged: `Debug` prints `MASKED`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for handing to the Kafka client.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, with variables from the process environment.
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text)
+    }
+
+    /// Parses and validates YAML text, with variables from the process environment.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml_with(text, &env::process_env)
+    }
+
+    /// Parses and validates YAML text, looking variables up with `lookup`.
+    pub fn from_yaml_with(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let top: Value =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let top = match top {
+            Value::Mapping(m) => m,
+            Value::Null => return Err(ConfigError::MissingGateway),
+            _ => return Err(ConfigError::NotAMapping),
+        };
+        let server = validate::server_section(&top, lookup)?;
+        let file: file::FileTop =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let gateway = file.gateway.ok_or(ConfigError::MissingGateway)?;
+        let gateway = validate::gateway(gateway, lookup)?;
+        Ok(Config { server, gateway })
+    }
+}
+
+#[cfg(test)]
+mod tests;

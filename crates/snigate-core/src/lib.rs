@@ -1,0 +1,24 @@
+//! snigate's pure core: everything that decides, and nothing that waits. No sockets, no
+//! async runtime, no clock of its own; the `snigate` crate is the I/O shell around it.
+//!
+//! Module map:
+//! - [`clienthello`]: the incremental ClientHello parser (SNI, ALPN).
+//! - [`names`]: every name rule: host names, normal form, SNI patterns, upstream
+//!   templates, endpoints, listener names and addresses.
+//! - [`routes`]: the route table and its matching rules.
+//! - [`discovery`]: a cluster's discovered names, the removal grace, merging with the
+//!   static routes, backoff, and the state file.
+//! - [`config`]: the YAML file, `${ENV}` expansion, validation into typed values, errors.
+//! - [`outcome`]: how a connection ended, and why a ClientHello was refused.
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod clienthello;
+pub mod config;
+pub mod discovery;
+pub mod names;
+pub mod outcome;
+pub mod routes;

@@ -1,0 +1,100 @@
+//! Loading the config file: the core checks the `gateway:` section and expands `${ENV}`;
+//! this checks the top-level keys against Pingora's `ServerConf` and fills in snigate's
+//! defaults for the pid file and the upgrade socket.
+
+use pingora_core::server::configuration::ServerConf;
+use serde_yaml::{Mapping, Value};
+pub use snigate_core::config::{ConfigError, GatewayConfig};
+
+/// Default pid file, unless `pid_file` is set.
+pub const DEFAULT_PID_FILE: &str = "/tmp/snigate.pid";
+/// Default upgrade socket, unless `upgrade_sock` is set.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/snigate_upgrade.sock";
+
+/// A validated config: Pingora's part and the gateway's.
+#[derive(Debug)]
+pub struct Config {
+    /// Pingora's server settings.
+    pub server: ServerConf,
+    /// The gateway.
+    pub gateway: GatewayConfig,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &str) -> Result<Config, ConfigError> {
+        let core = snigate_core::config::Config::load(path)?;
+        Ok(Config {
+            server: server_conf(&core.server)?,
+            gateway: core.gateway,
+        })
+    }
+
+    /// Parses and validates YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let core = snigate_core::config::Config::from_yaml(text)?;
+        Ok(Config {
+            server: server_conf(&core.server)?,
+            gateway: core.gateway,
+        })
+    }
+}
+
+/// Pingora's settings: each key must be one of `ServerConf`'s fields and is checked on its
+/// own, so that an error names it.
+fn server_conf(keys: &Mapping) -> Result<ServerConf, ConfigError> {
+    let known = serde_yaml::to_value(ServerConf::default())
+        .ok()
+        .and_then(|v| v.as_mapping().cloned())
+        .unwrap_or_default();
+    let mut conf = Mapping::new();
+    conf.insert("pid_file".into(), DEFAULT_PID_FILE.into());
+    conf.insert("upgrade_sock".into(), DEFAULT_UPGRADE_SOCK.into());
+    for (k, v) in keys {
+        let key = k.as_str().unwrap_or_default().to_owned();
+        if !known.contains_key(k) {
+            return Err(ConfigError::UnknownServerKey { key });
+        }
+        let mut single = Mapping::new();
+        single.insert(k.clone(), v.clone());
+        serde_yaml::from_value::<ServerConf>(Value::Mapping(single)).map_err(|e| {
+            ConfigError::Server {
+                key: key.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        conf.insert(k.clone(), v.clone());
+    }
+    let whole = |e: &dyn std::fmt::Display| ConfigError::Server {
+        key: "(server)".into(),
+        message: e.to_string(),
+    };
+    let parsed: ServerConf = serde_yaml::from_value(Value::Mapping(conf)).map_err(|e| whole(&e))?;
+    parsed.validate().map_err(|e| whole(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GATEWAY: &str =
+        "gateway:\n  listeners:\n    - name: kafka\n      address: 127.0.0.1:9092\n";
+
+    #[test]
+    fn pingora_keys_are_checked_one_by_one() {
+        let c = Config::from_yaml(&format!("threads: 3\n{GATEWAY}")).unwrap();
+        assert_eq!(c.server.threads, 3);
+        assert_eq!(c.server.pid_file, DEFAULT_PID_FILE);
+        let e = Config::from_yaml(&format!("thread: 2\n{GATEWAY}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("unknown key `thread`: not a Pingora server setting"),
+            "{e}"
+        );
+        let e = Config::from_yaml(&format!("threads: many\n{GATEWAY}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("server setting `threads`: "), "{e}");
+    }
+}
