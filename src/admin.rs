@@ -27,8 +27,24 @@ pub struct Readiness {
 
 impl Readiness {
     /// True when every listener accepts connections.
-    pub fn is_ready(&self) -> bool {
+    pub fn listeners_up(&self) -> bool {
         self.listeners_up.load(Ordering::Acquire)
+    }
+
+    /// `Ok(routes)` when the gateway serves: every listener accepts connections and every
+    /// cluster has routes; otherwise why not.
+    pub fn check(&self, hub: &Hub) -> Result<usize, String> {
+        if !self.listeners_up() {
+            return Err("listeners are not accepting yet".to_owned());
+        }
+        let pending = hub.pending();
+        if !pending.is_empty() {
+            return Err(format!(
+                "no routes yet for clusters: {}",
+                pending.join(", ")
+            ));
+        }
+        Ok(hub.table().len())
     }
 }
 
@@ -57,26 +73,18 @@ impl AdminApp {
                 metrics::render(),
             ),
             "/health" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
-            "/ready" => {
-                let table = self.hub.table();
-                let pending = self.hub.pending();
-                if !self.readiness.is_ready() {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        TEXT,
-                        b"not ready: listeners are not accepting yet\n".to_vec(),
-                    )
-                } else if !pending.is_empty() {
-                    let body = format!(
-                        "not ready: no routes yet for clusters: {}\n",
-                        pending.join(", ")
-                    );
-                    (StatusCode::SERVICE_UNAVAILABLE, TEXT, body.into_bytes())
-                } else {
-                    let body = format!("ready: {} routes\n", table.len());
-                    (StatusCode::OK, TEXT, body.into_bytes())
-                }
-            }
+            "/ready" => match self.readiness.check(&self.hub) {
+                Ok(routes) => (
+                    StatusCode::OK,
+                    TEXT,
+                    format!("ready: {routes} routes\n").into_bytes(),
+                ),
+                Err(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT,
+                    format!("not ready: {why}\n").into_bytes(),
+                ),
+            },
             "/routes" => (
                 StatusCode::OK,
                 TEXT,
@@ -110,19 +118,48 @@ impl ServeHttp for AdminApp {
 
 /// Background service that marks the gateway ready once every listener accepts a TCP
 /// connection. The probe closes without sending a byte, which the listener counts as an
-/// `empty` connection and logs only at debug level.
-#[derive(Debug)]
+/// `empty` connection and logs only at debug level. Once the whole gateway is ready (every
+/// cluster has routes too), it tells the stable process, if there is one.
 pub struct ListenerProbe {
     addresses: Vec<SocketAddr>,
     readiness: Arc<Readiness>,
+    hub: Arc<Hub>,
+    notify: Option<std::path::PathBuf>,
 }
 
 impl ListenerProbe {
-    /// Probes `addresses` (wildcard binds are probed on loopback).
-    pub fn new(addresses: Vec<SocketAddr>, readiness: Arc<Readiness>) -> Self {
+    /// Probes `addresses` (wildcard binds are probed on loopback); once ready, sends
+    /// `ready PID` to the control socket `notify`.
+    pub fn new(
+        addresses: Vec<SocketAddr>,
+        readiness: Arc<Readiness>,
+        hub: Arc<Hub>,
+        notify: Option<std::path::PathBuf>,
+    ) -> Self {
         ListenerProbe {
             addresses,
             readiness,
+            hub,
+            notify,
+        }
+    }
+
+    async fn notify_when_ready(&self, shutdown: &mut ShutdownWatch) {
+        let Some(socket) = &self.notify else {
+            return;
+        };
+        while self.readiness.check(&self.hub).is_err() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let ready = crate::supervisor::control::Request::Ready(std::process::id());
+        if let Err(e) = crate::supervisor::control::tell(socket, &ready) {
+            log::warn!(
+                "cannot tell the stable process at {} that this worker is ready: {e}",
+                socket.display()
+            );
         }
     }
 }
@@ -164,7 +201,8 @@ impl BackgroundService for ListenerProbe {
                 delay = (delay * 2).min(Duration::from_millis(500));
             }
         }
-        log::info!("all listeners accept connections; ready");
+        log::info!("all listeners accept connections");
         self.readiness.listeners_up.store(true, Ordering::Release);
+        self.notify_when_ready(&mut shutdown).await;
     }
 }

@@ -1,6 +1,6 @@
-//! The command line. `snigate -c FILE` runs the gateway. Pingora's flags keep their
-//! meaning: `-d` daemonizes, `-u` takes the listening sockets over from a running
-//! instance (graceful upgrade), and `-t` tests the whole config and exits.
+//! The command line. `snigate -c FILE` runs the gateway (the stable process, which runs a
+//! worker under it); `-d` runs it in the background, and `-t` tests the whole config and
+//! exits. `snigate upgrade -c FILE` replaces the running gateway's worker.
 
 use crate::commands;
 use crate::config::Config;
@@ -21,12 +21,16 @@ pub struct Cli {
     /// Run in the background (Pingora's daemon mode).
     #[arg(short, long)]
     pub daemon: bool,
-    /// Take over the listening sockets of a running snigate (graceful upgrade).
+    /// Used by snigate itself: a new worker takes the listening sockets over from the
+    /// running one. To upgrade a running gateway, use `snigate upgrade`.
     #[arg(short, long)]
     pub upgrade: bool,
     /// Test the config and exit.
     #[arg(short, long)]
     pub test: bool,
+    /// Run as a worker under the stable process (started by snigate itself).
+    #[arg(long, hide = true)]
+    pub worker: bool,
     /// A subcommand; without one, snigate runs the gateway.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -35,6 +39,14 @@ pub struct Cli {
 /// Operator subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Replace the running gateway (found through the config's pid_file) with one started
+    /// from the snigate binary now installed, with no connection refused. Checks the config
+    /// first; on any failure the running gateway keeps serving.
+    Upgrade {
+        /// Start the new gateway from this binary instead of this snigate.
+        #[arg(long)]
+        binary: Option<std::path::PathBuf>,
+    },
     /// Print the effective route table: static routes plus discovered ones (from the
     /// state file, or fetched now with --discover).
     Routes {
@@ -62,6 +74,7 @@ pub fn run(cli: Cli) -> i32 {
         eprintln!("snigate: no config file given; run `snigate -c FILE` (conf/snigate.yaml is an example)");
         return 2;
     };
+    let conf = std::path::absolute(&path).unwrap_or_else(|_| path.clone().into());
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -75,6 +88,16 @@ pub fn run(cli: Cli) -> i32 {
             gateway_address,
             discover,
         }) => commands::hosts(&config, gateway_address, discover),
+        Some(Command::Upgrade { binary }) => {
+            let binary = match binary.map_or_else(std::env::current_exe, Ok) {
+                Ok(b) => std::path::absolute(&b).unwrap_or(b),
+                Err(e) => {
+                    eprintln!("snigate: cannot find this snigate binary: {e}; pass --binary");
+                    return 1;
+                }
+            };
+            return crate::supervisor::upgrade(&config, conf, binary);
+        }
         None if cli.test => {
             println!(
                 "snigate: config {path} is valid: {} listeners, {} routes",
@@ -83,7 +106,12 @@ pub fn run(cli: Cli) -> i32 {
             );
             Ok(())
         }
-        None => return crate::server::run(config, cli.daemon, cli.upgrade),
+        None if cli.worker => return crate::server::run(config, conf, cli.upgrade),
+        None if cli.upgrade => {
+            eprintln!("snigate: -u is how snigate starts a new worker under its stable process; to upgrade a running gateway, run `snigate upgrade -c {path}`");
+            return 2;
+        }
+        None => return crate::supervisor::run(config, conf, cli.daemon),
     };
     match result {
         Ok(()) => 0,

@@ -8,6 +8,8 @@ pub use snigate_core::config::{ConfigError, GatewayConfig};
 
 /// Default pid file, unless `pid_file` is set.
 pub const DEFAULT_PID_FILE: &str = "/tmp/snigate.pid";
+/// Default `grace_period_seconds` (Pingora's).
+pub const DEFAULT_GRACE_SECS: u64 = 300;
 /// Default upgrade socket, unless `upgrade_sock` is set.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/snigate_upgrade.sock";
 
@@ -16,6 +18,8 @@ pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/snigate_upgrade.sock";
 pub struct Config {
     /// Pingora's server settings.
     pub server: ServerConf,
+    /// The same settings as written (after `${ENV}` expansion), to compare on reload.
+    pub server_keys: Mapping,
     /// The gateway.
     pub gateway: GatewayConfig,
 }
@@ -23,20 +27,37 @@ pub struct Config {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &str) -> Result<Config, ConfigError> {
-        let core = snigate_core::config::Config::load(path)?;
-        Ok(Config {
-            server: server_conf(&core.server)?,
-            gateway: core.gateway,
-        })
+        Config::from_core(snigate_core::config::Config::load(path)?)
     }
 
     /// Parses and validates YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
-        let core = snigate_core::config::Config::from_yaml(text)?;
+        Config::from_core(snigate_core::config::Config::from_yaml(text)?)
+    }
+
+    fn from_core(core: snigate_core::config::Config) -> Result<Config, ConfigError> {
         Ok(Config {
             server: server_conf(&core.server)?,
+            server_keys: core.server,
             gateway: core.gateway,
         })
+    }
+
+    /// The config as the core sees it, to compare with another.
+    pub fn core(&self) -> snigate_core::config::Config {
+        snigate_core::config::Config {
+            server: self.server_keys.clone(),
+            gateway: self.gateway.clone(),
+        }
+    }
+
+    /// How long connections may drain after the worker stops accepting.
+    pub fn grace_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.server
+                .grace_period_seconds
+                .unwrap_or(DEFAULT_GRACE_SECS),
+        )
     }
 }
 

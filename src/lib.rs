@@ -8,7 +8,11 @@
 //! - [`cli`]: the command line and what each command runs.
 //! - [`commands`]: `snigate routes` and `snigate hosts`.
 //! - [`config`]: loading the file, and checking Pingora's settings.
-//! - [`server`]: wiring the Pingora server's services together.
+//! - [`supervisor`]: the stable process, its control socket, and upgrades.
+//! - [`server`]: a worker: the Pingora server's services wired together.
+//! - [`signals`]: a worker's signals (upgrade hand-over, stop, reload).
+//! - [`reload`]: applying a changed config file in place.
+//! - [`drain`]: closing connections spread over the grace period, then exiting.
 //! - [`proxy`]: the listener application: one connection's life, and its access log.
 //! - [`peek`]: reading the ClientHello off a socket under one deadline and a byte cap.
 //! - [`upstream`]: resolving and connecting to a route's upstream.
@@ -31,13 +35,17 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
+pub mod drain;
 pub mod logging;
 pub mod metrics;
 pub mod peek;
 pub mod proxy;
 pub mod relay;
+pub mod reload;
 pub mod render;
 pub mod routes;
 pub mod server;
+pub mod signals;
+pub mod supervisor;
 pub mod upgrade;
 pub mod upstream;

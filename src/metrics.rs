@@ -33,6 +33,9 @@ pub const CLUSTER_LAST_SUCCESS: &str = "snigate_cluster_last_success_timestamp_s
 /// Metadata refreshes, by cluster and outcome (`ok`, `failed`, `partial`).
 pub const CLUSTER_REFRESHES_TOTAL: &str = "snigate_cluster_refreshes_total";
 
+/// Config reloads (SIGHUP), by outcome (`ok`, `failed`).
+pub const CONFIG_RELOADS_TOTAL: &str = "snigate_config_reloads_total";
+
 /// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
 pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
 
@@ -168,6 +171,15 @@ pub static REFRESHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// See [`CONFIG_RELOADS_TOTAL`].
+pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        CONFIG_RELOADS_TOTAL,
+        "Config reloads (SIGHUP), by outcome (ok, failed).",
+        &["outcome"],
+    )
+});
+
 /// Creates the per-cluster series at zero.
 pub fn init_clusters<'a>(clusters: impl IntoIterator<Item = &'a str>) {
     for c in clusters {
@@ -181,7 +193,7 @@ pub fn init_clusters<'a>(clusters: impl IntoIterator<Item = &'a str>) {
 }
 
 /// Creates every per-listener series at zero: open connections, bytes, connect latency,
-/// each reject reason, and each outcome of connections that chose no route.
+/// each reject reason, and each outcome under the route label `-`.
 pub fn init_listeners<'a>(listeners: impl IntoIterator<Item = &'a str>) {
     for l in listeners {
         ACTIVE.with_label_values(&[l]);
@@ -191,12 +203,15 @@ pub fn init_listeners<'a>(listeners: impl IntoIterator<Item = &'a str>) {
         for r in RejectReason::ALL {
             REJECTS.with_label_values(&[l, r.as_str()]);
         }
-        for o in Outcome::ALL.into_iter().filter(|o| !o.has_route()) {
+        for o in Outcome::ALL {
             CONNECTIONS.with_label_values(&[l, NO_ROUTE_LABEL, o.as_str()]);
         }
     }
     LazyLock::force(&HELLO_SIZE);
     LazyLock::force(&ROUTE_COUNT);
+    for o in ["ok", "failed"] {
+        RELOADS.with_label_values(&[o]);
+    }
 }
 
 /// Creates, at zero, the connection series of each route on each listener.

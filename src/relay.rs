@@ -40,21 +40,19 @@ impl RelayEnd {
     }
 }
 
-/// Totals after a relay.
-#[derive(Debug, Clone, Copy)]
-pub struct RelayStats {
-    /// Client to upstream, excluding the replayed hello.
-    pub to_upstream: u64,
+/// Bytes relayed so far, each way; readable while the relay runs.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Client to upstream.
+    pub up: AtomicU64,
     /// Upstream to client.
-    pub to_client: u64,
-    /// How it ended.
-    pub end: RelayEnd,
+    pub down: AtomicU64,
 }
 
 /// A stream wrapper that counts bytes read and stamps activity.
 struct Metered<'a, S> {
     inner: S,
-    bytes: u64,
+    total: &'a AtomicU64,
     counter: &'a IntCounter,
     activity: &'a Activity,
 }
@@ -69,7 +67,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            self.bytes += n;
+            self.total.fetch_add(n, Ordering::Relaxed);
             self.counter.inc_by(n);
             self.activity.touch();
         }
@@ -114,14 +112,14 @@ impl Activity {
 }
 
 /// Relays between `client` and `upstream` until both close, an error, or `idle` passes
-/// with no bytes either way. Counters get each chunk as it passes.
+/// with no bytes either way. Counters and `totals` get each chunk as it passes.
 pub async fn relay<C, U>(
     client: C,
     upstream: U,
     idle: Duration,
-    up_counter: &IntCounter,
-    down_counter: &IntCounter,
-) -> RelayStats
+    (up_counter, down_counter): (&IntCounter, &IntCounter),
+    totals: &Totals,
+) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -132,17 +130,17 @@ where
     };
     let mut client = Metered {
         inner: client,
-        bytes: 0,
+        total: &totals.up,
         counter: up_counter,
         activity: &activity,
     };
     let mut upstream = Metered {
         inner: upstream,
-        bytes: 0,
+        total: &totals.down,
         counter: down_counter,
         activity: &activity,
     };
-    let end = {
+    {
         let copy = tokio::io::copy_bidirectional_with_sizes(
             &mut client,
             &mut upstream,
@@ -162,11 +160,6 @@ where
             res = copy => if res.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
             _ = watch => RelayEnd::Idle,
         }
-    };
-    RelayStats {
-        to_upstream: client.bytes,
-        to_client: upstream.bytes,
-        end,
     }
 }
 
@@ -184,10 +177,11 @@ mod tests {
         let (c_app, c_gw) = tokio::io::duplex(1024);
         let (u_gw, u_app) = tokio::io::duplex(1024);
         let (up, down) = (counter(), counter());
-        let relay =
-            tokio::spawn(
-                async move { relay(c_gw, u_gw, Duration::from_secs(5), &up, &down).await },
-            );
+        let relay = tokio::spawn(async move {
+            let totals = Totals::default();
+            let end = relay(c_gw, u_gw, Duration::from_secs(5), (&up, &down), &totals).await;
+            (end, totals)
+        });
         let (mut cr, mut cw) = tokio::io::split(c_app);
         let (mut ur, mut uw) = tokio::io::split(u_app);
         cw.write_all(b"request").await.unwrap();
@@ -200,9 +194,10 @@ mod tests {
         let mut back = Vec::new();
         cr.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"reply after eof");
-        let stats = relay.await.unwrap();
-        assert_eq!((stats.to_upstream, stats.to_client), (7, 15));
-        assert_eq!(stats.end, RelayEnd::Closed);
+        let (end, totals) = relay.await.unwrap();
+        let moved = (totals.up.into_inner(), totals.down.into_inner());
+        assert_eq!(moved, (7, 15));
+        assert_eq!(end, RelayEnd::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -210,7 +205,8 @@ mod tests {
         let (_c_app, c_gw) = tokio::io::duplex(1024);
         let (u_gw, _u_app) = tokio::io::duplex(1024);
         let (up, down) = (counter(), counter());
-        let stats = relay(c_gw, u_gw, Duration::from_secs(60), &up, &down).await;
-        assert_eq!(stats.end, RelayEnd::Idle);
+        let totals = Totals::default();
+        let end = relay(c_gw, u_gw, Duration::from_secs(60), (&up, &down), &totals).await;
+        assert_eq!(end, RelayEnd::Idle);
     }
 }

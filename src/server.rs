@@ -1,26 +1,32 @@
-//! Wiring the Pingora server: one listening service per listener, the admin endpoint, a
-//! discovery service per cluster, and the readiness probe, all sharing one route hub.
+//! A worker: the Pingora server that serves the gateway. It runs one listening service per
+//! listener, the admin endpoint, a discovery service per cluster, the readiness probe and
+//! the drain's exit watch, all sharing one route hub; its signals are [`crate::signals`].
 
 use crate::admin::{AdminApp, ListenerProbe, Readiness};
 use crate::config::Config;
 use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
 use crate::discovery::service::ClusterService;
+use crate::drain;
 use crate::metrics;
 use crate::proxy::{Handler, ListenerApp, Shared};
+use crate::reload::Reloader;
 use crate::routes::RouteStore;
+use crate::signals::WorkerSignals;
+use crate::supervisor::control::{self, Request};
+use crate::supervisor::CONTROL_ENV;
 use pingora_core::server::configuration::Opt;
-use pingora_core::server::Server;
+use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use snigate_core::config::{GatewayConfig, ReloadMode};
 use snigate_core::discovery::clusters::Clusters;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Checks that each address can be bound, so that a taken port fails at start with a clear
-/// message instead of inside a service thread. Skipped on upgrade, when the old process
-/// still holds the sockets.
-fn check_bindable(gateway: &GatewayConfig) -> Result<(), String> {
+/// message instead of inside a service thread.
+pub fn check_bindable(gateway: &GatewayConfig) -> Result<(), String> {
     let admin = gateway.admin.map(|a| ("admin".to_owned(), a));
     let all = gateway
         .listeners
@@ -59,27 +65,82 @@ fn hub(gateway: &GatewayConfig) -> Arc<Hub> {
     Arc::new(hub)
 }
 
-/// Builds the server from `config` and runs it until it exits; returns the exit code.
-pub fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
+/// Before taking over from a running worker: every cluster must have routes, from the
+/// state file or from one refresh now, so that the new worker never serves fewer routes.
+fn prime(gateway: &GatewayConfig, hub: &Arc<Hub>) -> Result<(), String> {
+    let pending = hub.pending();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    for c in gateway
+        .clusters
+        .iter()
+        .filter(|c| pending.contains(&c.name))
+    {
+        log::info!(
+            "cluster {}: no saved routes; asking the cluster before taking over",
+            c.name
+        );
+        let source = Box::new(KafkaSource::new(c.clone()));
+        let service = ClusterService::new(c.clone(), hub.clone(), source);
+        runtime.block_on(service.refresh(true)).map_err(|e| {
+            format!(
+                "cluster {} has no routes to serve (no state file entry, and {e}); the running gateway keeps serving",
+                c.name
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs a worker from `config` (read from `conf`) until it exits; returns the exit code.
+/// With `upgrade`, it takes the listening sockets over from the running worker.
+pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
+    let control = std::env::var_os(CONTROL_ENV).map(PathBuf::from);
     if !upgrade {
         if let Err(e) = check_bindable(&config.gateway) {
             eprintln!("snigate: {e}");
             return 1;
         }
     }
-    let opt = Opt {
-        upgrade,
-        daemon,
-        ..Opt::default()
-    };
-    let gateway = config.gateway;
-    let mut server = Server::new_with_opt_and_conf(opt, config.server);
-    server.bootstrap();
-
+    let gateway = config.gateway.clone();
     metrics::init_listeners(gateway.listeners.iter().map(|l| l.name.as_str()));
     metrics::init_clusters(gateway.clusters.iter().map(|c| c.name.as_str()));
     let hub = hub(&gateway);
-    let hook = (gateway.reload == ReloadMode::Upgrade).then(crate::upgrade::hook);
+    if upgrade {
+        if let Err(e) = prime(&gateway, &hub) {
+            eprintln!("snigate: {e}");
+            return 1;
+        }
+    }
+    let grace = config.grace_period();
+    let core = config.core();
+    let mut server_conf = config.server;
+    // The drain ends the process itself; Pingora's own wait only has to outlast it.
+    server_conf.grace_period_seconds = Some(grace.as_secs() + 5);
+    server_conf.daemon = false;
+    let upgrade_sock = PathBuf::from(&server_conf.upgrade_sock);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
+    if let (true, Some(socket)) = (upgrade, &control) {
+        if let Err(e) = control::tell(socket, &Request::Prepared(std::process::id())) {
+            log::warn!(
+                "cannot tell the stable process at {} that this worker is prepared: {e}",
+                socket.display()
+            );
+        }
+    }
+    server.bootstrap();
+
+    let hook =
+        (gateway.reload == ReloadMode::Upgrade).then(|| crate::upgrade::hook(control.clone()));
     for c in &gateway.clusters {
         let source = Box::new(KafkaSource::new(c.clone()));
         let service = ClusterService::new(c.clone(), hub.clone(), source)
@@ -89,8 +150,12 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
             service,
         ));
     }
-
-    let shared = Arc::new(Shared::new(gateway.limits, hub.store()));
+    let shared = Arc::new(Shared::new(
+        gateway.limits,
+        &gateway.listeners,
+        hub.store(),
+        grace,
+    ));
     for l in &gateway.listeners {
         log::info!("listener {} on {}", l.name, l.address);
         let app = ListenerApp::new(Handler::new(l.clone(), shared.clone()));
@@ -101,24 +166,30 @@ pub fn run(config: Config, daemon: bool, upgrade: bool) -> i32 {
     let readiness = Arc::new(Readiness::default());
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
-        let mut service = Service::new(
-            "admin".to_owned(),
-            AdminApp::new(hub.clone(), readiness.clone()),
-        );
+        let app = AdminApp::new(hub.clone(), readiness.clone());
+        let mut service = Service::new("admin".to_owned(), app);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let probe = ListenerProbe::new(
-        gateway.listeners.iter().map(|l| l.address).collect(),
-        readiness,
-    );
+    let addresses = gateway.listeners.iter().map(|l| l.address).collect();
+    let probe = ListenerProbe::new(addresses, readiness, hub.clone(), control);
     server.add_service(background_service("readiness probe", probe));
+    server.add_service(background_service(
+        "drain",
+        drain::Exit::new(shared.clone()),
+    ));
+    let reloader = Arc::new(Reloader::new(conf, core, hub, shared));
     log::info!(
-        "snigate {} starting: {} listeners, {} static routes, {} clusters to discover",
+        "snigate {} worker starting: {} listeners, {} static routes, {} clusters to discover, grace period {:?}",
         env!("CARGO_PKG_VERSION"),
         gateway.listeners.len(),
         gateway.routes.len(),
-        gateway.clusters.len()
+        gateway.clusters.len(),
+        grace
     );
-    server.run_forever()
+    let signals = WorkerSignals::new(upgrade_sock, reloader, None);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    0
 }

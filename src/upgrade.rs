@@ -1,44 +1,33 @@
-//! The `upgrade` reload mode for discovered routes: start a new snigate with the same
-//! arguments plus `-u` (it loads the state file just saved), then ask this process to
-//! hand over its listening sockets (SIGQUIT).
+//! The `upgrade` reload mode for discovered routes: once the new routes are saved to the
+//! state file, the worker asks the stable process for an upgrade, exactly as
+//! `snigate upgrade` does; the new worker loads the state file and takes over.
 
 use crate::discovery::service::UpgradeHook;
+use crate::supervisor::control::{self, Request};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// A hook that hands over to a new process, at most once per process.
-pub fn hook() -> UpgradeHook {
-    let fired = Arc::new(AtomicBool::new(false));
+/// A hook that asks the stable process at `control` to replace this worker, at most once.
+pub fn hook(control: Option<PathBuf>) -> UpgradeHook {
+    let asked = Arc::new(AtomicBool::new(false));
     Arc::new(move || {
-        if fired.swap(true, Ordering::SeqCst) {
+        let Some(socket) = &control else {
+            log::error!(
+                "reload is `upgrade`, but this worker has no stable process to ask; run the gateway as `snigate -c FILE`; keeping the old routes"
+            );
+            return;
+        };
+        if asked.swap(true, Ordering::SeqCst) {
             return;
         }
-        let mut args: Vec<String> = std::env::args().skip(1).collect();
-        if !args.iter().any(|a| a == "-u" || a == "--upgrade") {
-            args.insert(0, "-u".to_owned());
-        }
-        let exe = match std::env::current_exe() {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!(
-                    "cannot find the snigate binary for the upgrade: {e}; keeping the old routes"
-                );
-                fired.store(false, Ordering::SeqCst);
-                return;
-            }
-        };
-        match std::process::Command::new(exe).args(&args).spawn() {
-            Ok(child) => {
-                log::info!("started the new process (pid {}); handing over", child.id());
-                // SAFETY: sending a signal to our own pid has no memory effects.
-                unsafe {
-                    libc::kill(libc::getpid(), libc::SIGQUIT);
-                }
-            }
-            Err(e) => {
-                log::error!("cannot start the new process: {e}; keeping the old routes");
-                fired.store(false, Ordering::SeqCst);
-            }
+        let request = Request::ReloadUpgrade(std::process::id());
+        if let Err(e) = control::tell(socket, &request) {
+            log::error!(
+                "cannot ask the stable process at {} for an upgrade: {e}; keeping the old routes",
+                socket.display()
+            );
+            asked.store(false, Ordering::SeqCst);
         }
     })
 }

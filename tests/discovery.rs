@@ -9,57 +9,6 @@ use common::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// The gateway config for the lab: discovery of cluster `sim`, state file in the scratch dir.
-fn gateway_conf(
-    lab: &Lab,
-    secret: &str,
-    extra_top: &str,
-    extra_gateway: &str,
-) -> std::path::PathBuf {
-    let ca = lab.cloud_dir().join("ca.pem");
-    let yaml = format!(
-        "{extra_top}gateway:
-  listeners:
-    - name: kafka
-      address: {GATEWAY_IP}:9092
-    - name: https
-      address: {GATEWAY_IP}:443
-  admin:
-    address: 127.0.0.1:9080
-  state_file: {state}
-  clusters:
-    - name: sim
-      bootstrap: {BOOTSTRAP}:9092
-      api_key: ${{SIM_KEY}}
-      api_secret: {secret}
-      rest: https://pkac-sim01.{DOMAIN}
-      schema_registry: https://psrc-sim01.{DOMAIN}/
-      refresh_interval_secs: 1
-      removed_broker_grace_secs: 3
-      metadata_timeout_ms: 3000
-      librdkafka:
-        ssl.ca.location: {ca}
-{extra_gateway}",
-        state = lab.path("state.yaml").display(),
-        ca = ca.display(),
-    );
-    write_config(&lab.scratch.dir, &yaml)
-}
-
-fn start_gateway(lab: &mut Lab, conf: &std::path::Path) -> usize {
-    let conf = conf.display().to_string();
-    let log = lab.path("snigate.log");
-    let cg = lab.cg.clone();
-    let idx = lab.spawn(
-        &cg,
-        &[snigate_bin(), "-c", &conf],
-        &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
-        &log,
-    );
-    lab.wait_ready(idx);
-    idx
-}
-
 /// Runs a snigate subcommand in the gateway namespace; returns (success, output).
 fn snigate_cmd(lab: &Lab, args: &[&str]) -> (bool, String) {
     let mut full = vec!["env", "SIM_KEY=sim-key", snigate_bin()];
@@ -113,8 +62,8 @@ fn netns_discovery_follows_broker_changes_without_dropping_connections() {
     }
     let mut lab = Lab::new("disc");
     lab.start_cloud();
-    let conf = gateway_conf(&lab, "sim-secret", "", "");
-    start_gateway(&mut lab, &conf);
+    let conf = lab.gateway_conf("sim-secret", "", "");
+    lab.start_gateway(&conf);
 
     // 1. Three brokers, each routed, listed by kcat under its advertised name.
     let routes = lab.admin("/routes").1;
@@ -234,8 +183,8 @@ fn netns_restart_from_the_state_file_while_the_cloud_is_down() {
     }
     let mut lab = Lab::new("state");
     let cloud = lab.start_cloud();
-    let conf = gateway_conf(&lab, "sim-secret", "", "");
-    let gw = start_gateway(&mut lab, &conf);
+    let conf = lab.gateway_conf("sim-secret", "", "");
+    let gw = lab.start_gateway(&conf);
     assert!(std::fs::read_to_string(lab.path("state.yaml"))
         .unwrap()
         .contains(&broker(2)));
@@ -243,7 +192,7 @@ fn netns_restart_from_the_state_file_while_the_cloud_is_down() {
     // Stop both; start the gateway alone: it routes from the state file.
     lab.stop(gw);
     lab.stop(cloud);
-    start_gateway(&mut lab, &conf);
+    lab.start_gateway(&conf);
     let routes = lab.admin("/routes").1;
     assert!(routes.contains(&format!("{} -> ", broker(2))), "{routes}");
     let start = Instant::now();
@@ -278,12 +227,12 @@ fn netns_wrong_credentials_are_reported_and_keep_the_old_routes() {
     }
     let mut lab = Lab::new("creds");
     lab.start_cloud();
-    let good = gateway_conf(&lab, "sim-secret", "", "");
-    let gw = start_gateway(&mut lab, &good);
+    let good = lab.gateway_conf("sim-secret", "", "");
+    let gw = lab.start_gateway(&good);
     lab.stop(gw);
 
-    let bad = gateway_conf(&lab, "not-the-secret", "", "");
-    start_gateway(&mut lab, &bad);
+    let bad = lab.gateway_conf("not-the-secret", "", "");
+    lab.start_gateway(&bad);
     let start = Instant::now();
     loop {
         let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
@@ -311,13 +260,12 @@ fn netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
     }
     let mut lab = Lab::new("reload");
     lab.start_cloud();
-    let conf = gateway_conf(
-        &lab,
+    let conf = lab.gateway_conf(
         "sim-secret",
         "grace_period_seconds: 30\n",
         "  reload: upgrade\n",
     );
-    let gw = start_gateway(&mut lab, &conf);
+    let gw = lab.start_gateway(&conf);
     let held = hold_connection(&mut lab, &broker(0));
 
     lab.control(&format!("add 4 {}", BROKER_IPS[3]));
@@ -362,7 +310,7 @@ fn netns_not_ready_until_every_cluster_has_routes() {
     // The cloud's CA must exist for the client config; start and stop the cloud once.
     let cloud = lab.start_cloud();
     lab.stop(cloud);
-    let conf = gateway_conf(&lab, "sim-secret", "", "");
+    let conf = lab.gateway_conf("sim-secret", "", "");
     let conf_s = conf.display().to_string();
     let log = lab.path("snigate.log");
     let cg = lab.cg.clone();

@@ -58,11 +58,10 @@ impl<'a> Record<'a> {
         }
     }
 
-    /// Ends the record with `outcome` and a detail, then counts and logs it.
-    pub fn fail(mut self, outcome: Outcome, detail: impl Into<String>) {
+    /// Sets how the connection ended, and why.
+    pub fn end(&mut self, outcome: Outcome, detail: impl Into<String>) {
         self.outcome = outcome;
         self.detail = Some(detail.into());
-        self.finish();
     }
 
     /// Counts the connection and writes its access-log line (if that level is enabled).

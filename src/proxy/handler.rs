@@ -3,40 +3,76 @@
 //! over the client stream, so that tests can drive it over an in-memory pipe.
 
 use super::access::Record;
+use crate::drain::Drain;
 use crate::metrics;
 use crate::peek::{self, PeekError};
-use crate::relay;
+use crate::relay::{self, Totals};
 use crate::routes::RouteStore;
 use crate::upstream;
+use arc_swap::ArcSwap;
+use pingora_core::server::ShutdownWatch;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use snigate_core::config::{Limits, ListenerConfig};
-use snigate_core::names::Upstream;
+use snigate_core::names::SniPattern;
 use snigate_core::outcome::Outcome;
+use snigate_core::routes::Route;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// A fatal TLS alert, `unrecognized_name` (112), sent in clear before closing a connection
 /// whose SNI has no route, so that the client reports a clear error instead of a bare EOF.
 pub const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
 
+/// The settings a config reload may change, read once per connection.
+#[derive(Debug)]
+struct Live {
+    limits: Limits,
+    /// Each listener's fallback, as a route labelled `fallback`.
+    fallbacks: HashMap<String, Arc<Route>>,
+}
+
+impl Live {
+    fn new(limits: Limits, listeners: &[ListenerConfig]) -> Self {
+        let fallbacks = listeners
+            .iter()
+            .filter_map(|l| {
+                let upstream = l.fallback.clone()?;
+                let mut route = Route::new(SniPattern::Exact(String::new()), upstream);
+                route.label = Arc::from(metrics::FALLBACK_LABEL);
+                Some((l.name.clone(), Arc::new(route)))
+            })
+            .collect();
+        Live { limits, fallbacks }
+    }
+}
+
 /// Settings and state shared by every listener.
 #[derive(Debug)]
 pub struct Shared {
     /// The live route table.
     pub routes: Arc<RouteStore>,
-    /// Deadlines and the connection limit.
-    pub limits: Limits,
+    /// The drain schedule for when the worker stops.
+    pub drain: Drain,
+    live: ArcSwap<Live>,
     active: AtomicUsize,
 }
 
 impl Shared {
-    /// Builds the shared state.
-    pub fn new(limits: Limits, routes: Arc<RouteStore>) -> Self {
+    /// Builds the shared state; `grace` is how long a drain may take.
+    pub fn new(
+        limits: Limits,
+        listeners: &[ListenerConfig],
+        routes: Arc<RouteStore>,
+        grace: Duration,
+    ) -> Self {
         Shared {
             routes,
-            limits,
+            drain: Drain::new(grace),
+            live: ArcSwap::from_pointee(Live::new(limits, listeners)),
             active: AtomicUsize::new(0),
         }
     }
@@ -44,6 +80,20 @@ impl Shared {
     /// Connections open now, across listeners.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// The limits new connections get.
+    pub fn limits(&self) -> Limits {
+        self.live.load().limits
+    }
+
+    /// Replaces the limits and the listeners' fallbacks for new connections.
+    pub fn set_live(&self, limits: Limits, listeners: &[ListenerConfig]) {
+        self.live.store(Arc::new(Live::new(limits, listeners)));
+    }
+
+    fn fallback(&self, listener: &str) -> Option<Arc<Route>> {
+        self.live.load().fallbacks.get(listener).cloned()
     }
 }
 
@@ -71,9 +121,9 @@ struct Slot<'a> {
 }
 
 impl<'a> Slot<'a> {
-    fn acquire(shared: &'a Shared, gauge: &'a IntGauge) -> Option<Self> {
+    fn acquire(shared: &'a Shared, gauge: &'a IntGauge, max: usize) -> Option<Self> {
         let prev = shared.active.fetch_add(1, Ordering::AcqRel);
-        if prev >= shared.limits.max_connections {
+        if prev >= max {
             shared.active.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
@@ -111,27 +161,62 @@ impl Handler {
         &self.listener
     }
 
-    /// Runs one client connection to its end. `local_port` is the port the client
-    /// connected to, for `{port}` upstreams.
-    pub async fn handle<S>(&self, mut client_io: S, client: Option<SocketAddr>, local_port: u16)
-    where
+    /// Runs one client connection to its end, and logs it. `local_port` is the port the
+    /// client connected to, for `{port}` upstreams. With `shutdown`, the connection is
+    /// closed at its turn in the drain once the worker stops.
+    pub async fn handle<S>(
+        &self,
+        client_io: S,
+        client: Option<SocketAddr>,
+        local_port: u16,
+        shutdown: Option<ShutdownWatch>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let limits = self.shared.limits();
+        let mut rec = Record::new(&self.listener.name, client);
+        let Some(_slot) = Slot::acquire(&self.shared, &self.metrics.active, limits.max_connections)
+        else {
+            let detail = format!("max_connections ({}) reached", limits.max_connections);
+            rec.end(Outcome::OverLimit, detail);
+            rec.finish();
+            return;
+        };
+        let totals = Totals::default();
+        let served = self.serve(client_io, &mut rec, &totals, limits, local_port);
+        match shutdown {
+            Some(shutdown) => {
+                let turn = self.shared.drain.turn(shutdown, || self.shared.active());
+                tokio::select! {
+                    _ = served => {}
+                    _ = turn => {
+                        rec.end(Outcome::Drained, "closed while the gateway drained (an upgrade or a stop)");
+                    }
+                }
+            }
+            None => served.await,
+        }
+        rec.bytes_up = totals.up.into_inner();
+        rec.bytes_down = totals.down.into_inner();
+        rec.finish();
+    }
+
+    async fn serve<S>(
+        &self,
+        mut client_io: S,
+        rec: &mut Record<'_>,
+        totals: &Totals,
+        limits: Limits,
+        local_port: u16,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let name = self.listener.name.as_str();
-        let limits = self.shared.limits;
-        let mut rec = Record::new(name, client);
-        let Some(_slot) = Slot::acquire(&self.shared, &self.metrics.active) else {
-            let detail = format!("max_connections ({}) reached", limits.max_connections);
-            rec.fail(Outcome::OverLimit, detail);
-            return;
-        };
-
         let deadline = tokio::time::Instant::now() + limits.clienthello_timeout;
         let peeked = match peek::read_client_hello(&mut client_io, deadline).await {
             Ok(p) => p,
             Err(PeekError::Closed { received: 0 }) => {
                 rec.outcome = Outcome::Empty;
-                rec.finish();
                 return;
             }
             Err(e) => {
@@ -139,7 +224,7 @@ impl Handler {
                 metrics::REJECTS
                     .with_label_values(&[name, reason.as_str()])
                     .inc();
-                rec.fail(Outcome::ClientHelloRejected, e.to_string());
+                rec.end(Outcome::ClientHelloRejected, e.to_string());
                 return;
             }
         };
@@ -148,17 +233,12 @@ impl Handler {
         rec.alpn = peeked.hello.alpn.join(",");
 
         let table = self.shared.routes.load();
-        let chosen: Option<(Arc<str>, &Upstream)> = match rec.sni.as_deref() {
-            Some(sni) => table.lookup(sni).map(|r| (r.label.clone(), &r.upstream)),
-            None => None,
-        };
-        let chosen = chosen.or_else(|| {
-            self.listener
-                .fallback
-                .as_ref()
-                .map(|f| (Arc::from(metrics::FALLBACK_LABEL), f))
-        });
-        let Some((label, upstream)) = chosen else {
+        let routed = rec
+            .sni
+            .as_deref()
+            .and_then(|sni| table.lookup(sni).cloned());
+        drop(table);
+        let Some(route) = routed.or_else(|| self.shared.fallback(name)) else {
             let (outcome, detail) = match rec.sni.as_deref() {
                 Some(s) => (
                     Outcome::NoRoute,
@@ -170,13 +250,14 @@ impl Handler {
                 ),
             };
             if let Err(e) = client_io.write_all(&ALERT_UNRECOGNIZED_NAME).await {
-                log::debug!("cannot send the alert to {client:?}: {e}");
+                log::debug!("cannot send the alert to {:?}: {e}", rec.client);
             }
             let _ = client_io.shutdown().await;
-            rec.fail(outcome, detail);
+            rec.end(outcome, detail);
             return;
         };
-        rec.route = Some(label);
+        rec.route = Some(route.label.clone());
+        let upstream = &route.upstream;
         rec.target = Some(upstream::target(upstream, rec.sni.as_deref(), local_port));
 
         let connected = upstream::connect(
@@ -186,11 +267,10 @@ impl Handler {
             limits.connect_timeout,
         )
         .await;
-        drop(table);
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
-                rec.fail(e.outcome(), e.to_string());
+                rec.end(e.outcome(), e.to_string());
                 return;
             }
         };
@@ -200,30 +280,29 @@ impl Handler {
         rec.upstream_addr = Some(connected.addr);
         let mut upstream_io = connected.stream;
 
-        let (up_counter, down_counter) = (&self.metrics.bytes_up, &self.metrics.bytes_down);
+        let counters = (&self.metrics.bytes_up, &self.metrics.bytes_down);
         if let Err(e) = upstream_io.write_all(&peeked.bytes).await {
-            rec.fail(
+            rec.end(
                 Outcome::RelayError,
                 format!("cannot replay the ClientHello: {e}"),
             );
             return;
         }
-        up_counter.inc_by(peeked.bytes.len() as u64);
-        rec.bytes_up = peeked.bytes.len() as u64;
+        counters.0.inc_by(peeked.bytes.len() as u64);
+        totals
+            .up
+            .fetch_add(peeked.bytes.len() as u64, Ordering::Relaxed);
         drop(peeked);
 
-        let stats = relay::relay(
+        let end = relay::relay(
             client_io,
             upstream_io,
             limits.idle_timeout,
-            up_counter,
-            down_counter,
+            counters,
+            totals,
         )
         .await;
-        rec.bytes_up += stats.to_upstream;
-        rec.bytes_down = stats.to_client;
-        rec.outcome = stats.end.outcome();
-        rec.finish();
+        rec.outcome = end.outcome();
     }
 }
 

@@ -35,7 +35,7 @@ impl ServerApp for ListenerApp {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
-        _shutdown: &ShutdownWatch,
+        shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let digest = session.get_socket_digest();
         let client = digest
@@ -54,9 +54,13 @@ impl ServerApp for ListenerApp {
                 if let Err(e) = tcp.set_nodelay() {
                     log::debug!("cannot set TCP_NODELAY on a client connection: {e}");
                 }
-                self.handler.handle(*tcp, client, local_port).await;
+                let drain = Some(shutdown.clone());
+                self.handler.handle(*tcp, client, local_port, drain).await;
             }
-            ClientIo::Other(other) => self.handler.handle(other, client, local_port).await,
+            ClientIo::Other(other) => {
+                let drain = Some(shutdown.clone());
+                self.handler.handle(other, client, local_port, drain).await
+            }
             ClientIo::Lost => log::error!("a client connection was lost while unwrapping it"),
         }
         None

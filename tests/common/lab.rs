@@ -159,6 +159,30 @@ impl Lab {
         self.procs.len() - 1
     }
 
+    /// Waits up to `limit` for process `idx` to exit; returns whether it succeeded and
+    /// what it printed (stdout, then stderr), given the log path it was spawned with.
+    pub fn wait_exit(&mut self, idx: usize, log: &Path, limit: Duration) -> (bool, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = self.procs[idx].child.try_wait() {
+                break Some(status);
+            }
+            if start.elapsed() > limit {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let text = format!(
+            "{}{}",
+            std::fs::read_to_string(log.with_extension("out")).unwrap_or_default(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        match status {
+            Some(s) => (s.success(), text),
+            None => (false, format!("still running after {limit:?}\n{text}")),
+        }
+    }
+
     /// Kills process `idx` and waits for it.
     pub fn stop(&mut self, idx: usize) {
         let child = &mut self.procs[idx].child;
@@ -272,6 +296,70 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The gateway config for the lab: discovery of cluster `sim`, state file in the
+    /// scratch dir; `extra_top` goes before `gateway:`, `extra_gateway` at its end.
+    pub fn gateway_conf(&self, secret: &str, extra_top: &str, extra_gateway: &str) -> PathBuf {
+        let ca = self.cloud_dir().join("ca.pem");
+        let yaml = format!(
+            "{extra_top}gateway:
+  listeners:
+    - name: kafka
+      address: {GATEWAY_IP}:9092
+    - name: https
+      address: {GATEWAY_IP}:443
+  admin:
+    address: 127.0.0.1:9080
+  state_file: {state}
+  clusters:
+    - name: sim
+      bootstrap: {BOOTSTRAP}:9092
+      api_key: ${{SIM_KEY}}
+      api_secret: {secret}
+      rest: https://pkac-sim01.{DOMAIN}
+      schema_registry: https://psrc-sim01.{DOMAIN}/
+      refresh_interval_secs: 1
+      removed_broker_grace_secs: 3
+      metadata_timeout_ms: 3000
+      librdkafka:
+        ssl.ca.location: {ca}
+{extra_gateway}",
+            state = self.path("state.yaml").display(),
+            ca = ca.display(),
+        );
+        super::write_config(&self.scratch.dir, &yaml)
+    }
+
+    /// Starts snigate in `cg` with `conf` (SIM_KEY set), logging to snigate.log, and waits
+    /// for `/ready`.
+    pub fn start_gateway(&mut self, conf: &Path) -> usize {
+        let conf = conf.display().to_string();
+        let log = self.path("snigate.log");
+        let cg = self.cg.clone();
+        let idx = self.spawn(
+            &cg,
+            &[super::snigate_bin(), "-c", &conf],
+            &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
+            &log,
+        );
+        self.wait_ready(idx);
+        idx
+    }
+
+    /// Starts `simcloud ARGS` in the client namespace with the cloud's credentials,
+    /// logging to `NAME.log`; returns its index and log path.
+    pub fn client(&mut self, name: &str, args: &[&str]) -> (usize, PathBuf) {
+        let bin = simcloud_bin();
+        let log = self.path(&format!("{name}.log"));
+        let mut full = vec![bin.as_str()];
+        full.extend_from_slice(args);
+        let cl = self.cl.clone();
+        let creds = [
+            ("SIMCLOUD_KEY", "sim-key"),
+            ("SIMCLOUD_SECRET", "sim-secret"),
+        ];
+        (self.spawn(&cl, &full, &creds, &log), log)
     }
 
     /// Polls `/ready` until it answers 200; fails at once if process `idx` has exited.

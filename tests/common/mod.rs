@@ -309,7 +309,49 @@ impl Snigate {
         }
     }
 
-    /// Sends a signal by name (QUIT, TERM, INT) to this snigate.
+    /// The pid of the stable process (the one started).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// The stable process's answer to `status`: `supervisor=PID current=PID workers=…`.
+    pub fn status(&self, dir: &Path) -> String {
+        use std::io::BufRead;
+        let mut s = std::os::unix::net::UnixStream::connect(dir.join("snigate.ctl")).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"status\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line.trim().trim_start_matches("ok ").to_owned()
+    }
+
+    /// The pid of the worker that serves now.
+    pub fn worker_pid(&self, dir: &Path) -> u32 {
+        let status = self.status(dir);
+        status
+            .split(' ')
+            .find_map(|f| f.strip_prefix("current="))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no current worker in `{status}`"))
+    }
+
+    /// Waits until the stable process has exited; returns how long that took.
+    pub fn wait_exit(&mut self) -> Duration {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "snigate did not exit; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends a signal by name (QUIT, TERM, INT, HUP) to this snigate's stable process.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -383,6 +425,34 @@ impl Snigate {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Runs `snigate upgrade -c conf` with extra arguments; returns (success, output).
+pub fn upgrade(conf: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(snigate_bin())
+        .arg("upgrade")
+        .arg("-c")
+        .arg(conf)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run snigate upgrade");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Sends signal `name` to process `pid`.
+pub fn kill(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
 }
 
 /// True while process `pid` runs: it exists and is not a zombie waiting to be reaped.

@@ -9,6 +9,7 @@
 //! - [`discovery`]: a cluster's discovered names, the removal grace, merging with the
 //!   static routes, backoff, and the state file.
 //! - [`config`]: the YAML file, `${ENV}` expansion, validation into typed values, errors.
+//! - [`drain`]: when each open connection closes as a process stops.
 //! - [`outcome`]: how a connection ended, and why a ClientHello was refused.
 
 #![cfg_attr(
@@ -19,6 +20,7 @@
 pub mod clienthello;
 pub mod config;
 pub mod discovery;
+pub mod drain;
 pub mod names;
 pub mod outcome;
 pub mod routes;

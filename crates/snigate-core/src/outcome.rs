@@ -27,11 +27,13 @@ pub enum Outcome {
     OverLimit,
     /// Closed before sending a byte, as TCP health checks do.
     Empty,
+    /// Closed by the gateway while it drained after an upgrade or a stop.
+    Drained,
 }
 
 impl Outcome {
     /// Every outcome, in the order the README lists them.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::IdleTimeout,
         Outcome::RelayError,
@@ -42,6 +44,7 @@ impl Outcome {
         Outcome::ConnectFailed,
         Outcome::OverLimit,
         Outcome::Empty,
+        Outcome::Drained,
     ];
 
     /// The label used in the access log and in metrics.
@@ -57,6 +60,7 @@ impl Outcome {
             Outcome::ConnectFailed => "connect_failed",
             Outcome::OverLimit => "over_limit",
             Outcome::Empty => "empty",
+            Outcome::Drained => "drained",
         }
     }
 
@@ -70,6 +74,7 @@ impl Outcome {
                 | Outcome::RelayError
                 | Outcome::ResolveFailed
                 | Outcome::ConnectFailed
+                | Outcome::Drained
         )
     }
 }

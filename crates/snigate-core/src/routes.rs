@@ -159,6 +159,17 @@ impl RouteTable {
         self.len() == 0
     }
 
+    /// True when both tables hold the same routes (patterns, upstreams and origins).
+    pub fn same_routes(&self, other: &RouteTable) -> bool {
+        let key = |t: &RouteTable| -> Vec<(SniPattern, Upstream, Arc<str>)> {
+            t.routes()
+                .into_iter()
+                .map(|r| (r.pattern.clone(), r.upstream.clone(), r.origin.clone()))
+                .collect()
+        };
+        self.len() == other.len() && key(self) == key(other)
+    }
+
     /// All routes, exact ones first, each group sorted by pattern.
     pub fn routes(&self) -> Vec<&Arc<Route>> {
         let mut exact: Vec<_> = self.exact.values().collect();

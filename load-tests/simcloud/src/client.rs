@@ -4,13 +4,16 @@
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::collections::HashSet;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Where each key was stored: its (partition, offset) pairs.
+type Stored = HashMap<String, HashSet<(i32, i64)>>;
 
 /// Connection settings shared by producer and consumers.
 pub struct Conn {
@@ -38,50 +41,116 @@ impl Conn {
     }
 }
 
-/// Produces `count` messages keyed `{prefix}-{i}` and waits for every acknowledgement.
-pub async fn produce(conn: &Conn, topic: &str, count: usize, prefix: &str) -> Result<()> {
-    let producer: FutureProducer = conn
-        .config()
-        .set("message.timeout.ms", "60000")
+/// Produces `count` messages keyed `{prefix}-{i}` with an idempotent producer (acks=all)
+/// and waits for every acknowledgement. With `rate`, sends about that many per second.
+///
+/// With `transactional`, messages go in transactions of 100, each committed before the
+/// next begins; a transaction that fails is aborted and sent again. librdkafka's mock
+/// cluster checks producer sequence numbers (and so drops a retried duplicate) only for
+/// transactional producers, so this is how a test proves that nothing was written twice.
+pub async fn produce(
+    conn: &Conn,
+    topic: &str,
+    count: usize,
+    prefix: &str,
+    rate: Option<u32>,
+    transactional: bool,
+) -> Result<()> {
+    let mut config = conn.config();
+    config
+        .set("message.timeout.ms", "120000")
         .set("acks", "all")
-        .create()?;
-    let mut pending = Vec::with_capacity(count);
-    for i in 0..count {
-        let key = format!("{prefix}-{i}");
-        let value = format!("value-{i}");
-        let mut record = FutureRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push(delivery);
-                    break;
-                }
-                Err((e, back)) => {
-                    if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
-                        return Err(format!("cannot enqueue message {i}: {e}").into());
-                    }
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        .set("enable.idempotence", "true");
+    if transactional {
+        config
+            .set("transactional.id", format!("simcloud-{prefix}"))
+            .set("transaction.timeout.ms", "120000");
+    }
+    let producer: FutureProducer = config.create()?;
+    let txn_timeout = Duration::from_secs(60);
+    if transactional {
+        producer.init_transactions(txn_timeout)?;
+    }
+    let batch = if transactional { 100 } else { count.max(1) };
+    let started = Instant::now();
+    let (mut next, mut aborted) = (0, 0);
+    while next < count {
+        let end = (next + batch).min(count);
+        if transactional {
+            producer.begin_transaction()?;
+        }
+        let mut pending = Vec::with_capacity(end - next);
+        for i in next..end {
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                let due = started + Duration::from_secs_f64(i as f64 / f64::from(rate));
+                tokio::time::sleep_until(due.into()).await;
+            }
+            pending.push(send(&producer, topic, prefix, i).await?);
+        }
+        let mut failed = 0;
+        for p in pending {
+            if !matches!(p.await, Ok(Ok(_))) {
+                failed += 1;
+            }
+        }
+        if !transactional {
+            if failed > 0 {
+                return Err(format!("{failed} of {count} messages were not acknowledged").into());
+            }
+            next = end;
+            continue;
+        }
+        let committed = if failed == 0 {
+            producer
+                .commit_transaction(txn_timeout)
+                .map_err(|e| e.to_string())
+        } else {
+            Err(format!("{failed} messages were not acknowledged"))
+        };
+        match committed {
+            Ok(()) => next = end,
+            Err(why) => {
+                aborted += 1;
+                eprintln!("transaction of messages {next}..{end} failed ({why}); aborting and sending it again");
+                producer.abort_transaction(txn_timeout)?;
+                if aborted > 20 {
+                    return Err("more than 20 transactions failed".into());
                 }
             }
         }
     }
-    let mut failed = 0;
-    for p in pending {
-        if !matches!(p.await, Ok(Ok(_))) {
-            failed += 1;
+    println!("produced {count} ({aborted} transactions aborted and sent again)");
+    Ok(())
+}
+
+/// Enqueues message `i`, waiting while the local queue is full.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    prefix: &str,
+    i: usize,
+) -> Result<rdkafka::producer::DeliveryFuture> {
+    let key = format!("{prefix}-{i}");
+    let value = format!("value-{i}");
+    let mut record = FutureRecord::to(topic).key(&key).payload(&value);
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((e, back)) => {
+                if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                    return Err(format!("cannot enqueue message {i}: {e}").into());
+                }
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
-    if failed > 0 {
-        return Err(format!("{failed} of {count} messages were not acknowledged").into());
-    }
-    println!("produced {count}");
-    Ok(())
 }
 
 /// Runs `members` consumers in group `group` until the keys `{prefix}-0..expect` have all
 /// arrived and every member got messages, or the timeout passes. Offsets are not
-/// committed, so a member that joins late re-reads its partitions from the start.
+/// committed, so a member that joins late re-reads its partitions from the start; a
+/// message read twice that way is not a duplicate, but one key stored at two offsets is.
 pub fn consume(
     conn: &Conn,
     topic: &str,
@@ -92,6 +161,7 @@ pub fn consume(
     timeout: Duration,
 ) -> Result<()> {
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let stored: Arc<Mutex<Stored>> = Arc::default();
     let stray: Arc<Mutex<Vec<String>>> = Arc::default();
     let per_member: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(vec![0; members]));
     let done = Arc::new(AtomicBool::new(false));
@@ -107,6 +177,7 @@ pub fn consume(
             .set("auto.offset.reset", "earliest")
             .create()?;
         consumer.subscribe(&[topic])?;
+        let stored = stored.clone();
         let (seen, stray, per_member, done, want) = (
             seen.clone(),
             stray.clone(),
@@ -123,6 +194,11 @@ pub fn consume(
                 let key = String::from_utf8_lossy(msg.key().unwrap_or_default()).into_owned();
                 if !key.starts_with(&prefix) {
                     continue; // other runs' messages in the same topic
+                }
+                if let Ok(mut s) = stored.lock() {
+                    s.entry(key.clone())
+                        .or_default()
+                        .insert((msg.partition(), msg.offset()));
                 }
                 let Ok(mut pm) = per_member.lock() else {
                     return;
@@ -147,16 +223,20 @@ pub fn consume(
     let got = seen.lock().map(|s| s.len()).unwrap_or(0);
     let counts = per_member.lock().map(|p| p.clone()).unwrap_or_default();
     let stray = stray.lock().map(|s| s.len()).unwrap_or(0);
+    let duplicated = stored
+        .lock()
+        .map(|s| s.values().filter(|at| at.len() > 1).count())
+        .unwrap_or(0);
     let summary: Vec<String> = counts
         .iter()
         .enumerate()
         .map(|(i, n)| format!("member{i}: {n}"))
         .collect();
     println!(
-        "consumed {got} distinct of {expect} expected, {stray} unexpected ({})",
+        "consumed {got} distinct of {expect} expected, {duplicated} duplicated, {stray} unexpected ({})",
         summary.join(", ")
     );
-    if got != expect || stray != 0 || counts.contains(&0) {
+    if got != expect || stray != 0 || duplicated != 0 || counts.contains(&0) {
         return Err("the consumer group did not get exactly the expected messages".into());
     }
     Ok(())

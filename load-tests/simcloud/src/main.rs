@@ -14,6 +14,7 @@
 //! While it runs, `DIR/control.sock` takes commands that change the advertised brokers
 //! (see the `cloud` module). A restarted cloud reuses the certificate saved in DIR.
 
+mod churn;
 mod client;
 mod cloud;
 mod front;
@@ -73,8 +74,30 @@ enum Command {
         count: usize,
         #[arg(long)]
         prefix: String,
+        /// Messages per second; as fast as possible without it.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Send in committed transactions of 100 (see `client::produce`).
+        #[arg(long)]
+        transactional: bool,
         #[command(flatten)]
         creds: Creds,
+    },
+    /// Open TLS connections at a steady rate and count the ones that fail.
+    Churn {
+        /// `host:port` to connect to.
+        #[arg(long)]
+        target: String,
+        /// The name to ask for (SNI) and to verify.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        ca: String,
+        /// Connections per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Consume with a consumer group and check exactly the expected keys arrived.
     Consume {
@@ -165,11 +188,20 @@ fn main() {
                 topic,
                 count,
                 prefix,
+                rate,
+                transactional,
                 creds,
             } => {
                 let conn = creds.conn(bootstrap, ca);
-                client::produce(&conn, &topic, count, &prefix).await
+                client::produce(&conn, &topic, count, &prefix, rate, transactional).await
             }
+            Command::Churn {
+                target,
+                name,
+                ca,
+                rate,
+                seconds,
+            } => churn::churn(&target, &name, &ca, rate, seconds).await,
             Command::Consume {
                 bootstrap,
                 ca,

@@ -4,7 +4,7 @@
 
 use super::*;
 use snigate_core::names::{parse_pinned, parse_upstream, SniPattern};
-use snigate_core::routes::{Route, RouteTable};
+use snigate_core::routes::RouteTable;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::net::TcpListener;
@@ -52,18 +52,24 @@ fn start(
     let mut up = parse_upstream(&format!("{sni}:{}", to.port())).unwrap();
     up.pinned = vec![parse_pinned(&to.ip().to_string()).unwrap()];
     let table = RouteTable::new([Route::new(SniPattern::Exact(sni.into()), up)]).unwrap();
-    let shared = Arc::new(Shared::new(limits, Arc::new(RouteStore::new(table))));
     let listener = ListenerConfig {
         name: name.into(),
         address: "127.0.0.1:9092".parse().unwrap(),
         fallback: None,
     };
+    let store = Arc::new(RouteStore::new(table));
+    let shared = Arc::new(Shared::new(
+        limits,
+        std::slice::from_ref(&listener),
+        store,
+        Duration::from_secs(10),
+    ));
     metrics::init_listeners([name]);
     let handler = Handler::new(listener, shared);
     let (client, server) = tokio::io::duplex(64 * 1024);
     let task = tokio::spawn(async move {
         handler
-            .handle(server, "10.9.8.7:5000".parse().ok(), 9092)
+            .handle(server, "10.9.8.7:5000".parse().ok(), 9092, None)
             .await
     });
     (client, task)

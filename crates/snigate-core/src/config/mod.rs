@@ -5,6 +5,7 @@
 //! references in values, and checks everything the gateway needs before any socket is
 //! opened. Pingora's own keys are expanded here and checked against Pingora by the caller.
 
+pub mod changes;
 pub mod env;
 pub mod error;
 pub mod file;

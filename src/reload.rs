@@ -1,0 +1,101 @@
+//! Reloading the config in place (SIGHUP). The file is checked exactly as `snigate -t`
+//! checks it; an invalid file is logged with the same message and changes nothing. What
+//! can change live (static routes, limits and timeouts, fallbacks) applies to new
+//! connections at once; open connections keep what they started with. Everything else
+//! needs `snigate upgrade`, and the log says so.
+
+use crate::config::Config;
+use crate::discovery::hub::Hub;
+use crate::metrics;
+use crate::proxy::Shared;
+use snigate_core::config::changes::changes;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Reloads one worker's config file.
+pub struct Reloader {
+    path: PathBuf,
+    /// What the worker runs now: the file it started with, plus what reloads applied.
+    running: Mutex<snigate_core::config::Config>,
+    hub: Arc<Hub>,
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    /// A reloader for the worker started from `path` with `running`.
+    pub fn new(
+        path: PathBuf,
+        running: snigate_core::config::Config,
+        hub: Arc<Hub>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Reloader {
+            path,
+            running: Mutex::new(running),
+            hub,
+            shared,
+        }
+    }
+
+    /// Reads the file again and applies what can be applied in place.
+    pub fn reload(&self) {
+        let path = self.path.display().to_string();
+        let new = match Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("reload failed: config {path}: {e}; still serving the previous config");
+                metrics::RELOADS.with_label_values(&["failed"]).inc();
+                return;
+            }
+        };
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let c = changes(&running, &new.core());
+        if c.routes {
+            for conflict in self.hub.set_static(new.gateway.routes.clone()) {
+                log::warn!("route conflict: {conflict}");
+            }
+            running.gateway.routes = new.gateway.routes.clone();
+        }
+        if c.limits || !c.fallbacks.is_empty() {
+            for (old, new) in running
+                .gateway
+                .listeners
+                .iter_mut()
+                .zip(&new.gateway.listeners)
+            {
+                old.fallback = new.fallback.clone();
+            }
+            running.gateway.limits = new.gateway.limits;
+            self.shared
+                .set_live(running.gateway.limits, &running.gateway.listeners);
+        }
+        if !c.need_upgrade.is_empty() {
+            log::warn!(
+                "reload of {path}: {} changed; that needs `snigate upgrade -c {path}` and was not applied",
+                c.need_upgrade.join(", ")
+            );
+        }
+        let mut applied = Vec::new();
+        if c.routes {
+            applied.push(format!(
+                "static routes ({} now)",
+                running.gateway.routes.len()
+            ));
+        }
+        if c.limits {
+            applied.push("limits and timeouts".to_owned());
+        }
+        if !c.fallbacks.is_empty() {
+            applied.push(format!("fallbacks of {}", c.fallbacks.join(", ")));
+        }
+        if applied.is_empty() {
+            log::info!("reloaded {path}: nothing to apply in place");
+        } else {
+            log::info!(
+                "reloaded {path}: applied {} to new connections",
+                applied.join(", ")
+            );
+        }
+        metrics::RELOADS.with_label_values(&["ok"]).inc();
+    }
+}
