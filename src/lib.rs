@@ -13,7 +13,8 @@
 //! - [`signals`]: a worker's signals (upgrade hand-over, stop, reload).
 //! - [`reload`]: applying a changed config file in place.
 //! - [`drain`]: closing connections spread over the grace period, then exiting.
-//! - [`proxy`]: the listener application: one connection's life, and its access log.
+//! - [`listener`]: the listening sockets and their accept loops, as one Pingora service.
+//! - [`proxy`]: one connection's life, and its access log.
 //! - [`peek`]: reading the ClientHello off a socket under one deadline and a byte cap.
 //! - [`upstream`]: resolving and connecting to a route's upstream.
 //! - [`relay`]: copying both ways with half-close, byte counts and an idle timeout.
@@ -36,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod discovery;
 pub mod drain;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peek;

@@ -3,12 +3,14 @@
 //! advance is created at zero when the gateway starts (and, for routes, when they appear),
 //! so that dashboards see `0` rather than no series.
 
+use prometheus::IntCounter;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use snigate_core::outcome::{Outcome, RejectReason};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Connections closed, by listener, route and outcome.
 pub const CONNECTIONS_TOTAL: &str = "snigate_connections_total";
@@ -221,6 +223,48 @@ pub fn init_routes(listeners: &[&str], routes: &[&str]) {
             for o in Outcome::ALL.into_iter().filter(|o| o.has_route()) {
                 CONNECTIONS.with_label_values(&[l, r, o.as_str()]);
             }
+        }
+    }
+}
+
+/// One series of [`CONNECTIONS_TOTAL`] per outcome.
+pub type OutcomeCounters = [IntCounter; Outcome::ALL.len()];
+
+fn outcome_counters(listener: &str, route: &str) -> OutcomeCounters {
+    Outcome::ALL.map(|o| CONNECTIONS.with_label_values(&[listener, route, o.as_str()]))
+}
+
+/// One listener's [`CONNECTIONS_TOTAL`] series, resolved once per route instead of once
+/// per connection.
+#[derive(Debug)]
+pub struct ConnectionCounters {
+    listener: String,
+    no_route: OutcomeCounters,
+    by_route: Mutex<HashMap<Arc<str>, Arc<OutcomeCounters>>>,
+}
+
+impl ConnectionCounters {
+    /// The series of `listener`, created at zero.
+    pub fn new(listener: &str) -> Self {
+        ConnectionCounters {
+            listener: listener.to_owned(),
+            no_route: outcome_counters(listener, NO_ROUTE_LABEL),
+            by_route: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one closed connection.
+    pub fn count(&self, route: Option<&Arc<str>>, outcome: Outcome) {
+        let i = outcome.index();
+        match route {
+            Some(r) if outcome.has_route() => {
+                let mut cache = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+                let series = cache
+                    .entry(r.clone())
+                    .or_insert_with(|| Arc::new(outcome_counters(&self.listener, r)));
+                series[i].inc();
+            }
+            _ => self.no_route[i].inc(),
         }
     }
 }

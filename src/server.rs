@@ -8,8 +8,9 @@ use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
 use crate::discovery::service::ClusterService;
 use crate::drain;
+use crate::listener::Listeners;
 use crate::metrics;
-use crate::proxy::{Handler, ListenerApp, Shared};
+use crate::proxy::{Handler, Shared};
 use crate::reload::Reloader;
 use crate::routes::RouteStore;
 use crate::signals::WorkerSignals;
@@ -123,6 +124,11 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
     // The drain ends the process itself; Pingora's own wait only has to outlast it.
     server_conf.grace_period_seconds = Some(grace.as_secs() + 5);
     server_conf.daemon = false;
+    // Unless set, each worker thread runs its own event loop (no work stealing): cheaper
+    // per connection, and the listeners spread new connections over the threads.
+    if !config.server_keys.contains_key("work_stealing") {
+        server_conf.work_stealing = false;
+    }
     let upgrade_sock = PathBuf::from(&server_conf.upgrade_sock);
     let opt = Opt {
         upgrade,
@@ -156,13 +162,15 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         hub.store(),
         grace,
     ));
-    for l in &gateway.listeners {
-        log::info!("listener {} on {}", l.name, l.address);
-        let app = ListenerApp::new(Handler::new(l.clone(), shared.clone()));
-        let mut service = Service::new(format!("listener {}", l.name), app);
-        service.add_tcp(&l.address.to_string());
-        server.add_service(service);
-    }
+    let handlers = gateway
+        .listeners
+        .iter()
+        .map(|l| {
+            log::info!("listener {} on {}", l.name, l.address);
+            Arc::new(Handler::new(l.clone(), shared.clone()))
+        })
+        .collect();
+    server.add_service(Listeners::new(handlers));
     let readiness = Arc::new(Readiness::default());
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");

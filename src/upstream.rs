@@ -3,7 +3,10 @@
 
 use snigate_core::names::Upstream;
 use snigate_core::outcome::Outcome;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::FromRawFd;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -64,49 +67,147 @@ pub fn target(upstream: &Upstream, sni: Option<&str>, listener_port: u16) -> Str
     }
 }
 
-/// Resolves and connects. Each address gets `timeout`; resolution gets `timeout` too.
-pub async fn connect(
-    upstream: &Upstream,
-    sni: Option<&str>,
-    listener_port: u16,
+/// How long a resolved name's addresses are reused before it is looked up again.
+pub const RESOLVE_TTL: Duration = Duration::from_secs(30);
+
+type Cache = HashMap<(String, u16), (Instant, Arc<[SocketAddr]>)>;
+
+/// Names resolved in the last [`RESOLVE_TTL`], so that a busy route does not call the
+/// resolver for every connection.
+static RESOLVED: LazyLock<Mutex<Cache>> = LazyLock::new(Mutex::default);
+
+fn cache() -> std::sync::MutexGuard<'static, Cache> {
+    RESOLVED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The addresses of `host`, from the cache or the resolver (under `timeout`).
+async fn resolve(
+    host: &str,
+    port: u16,
     timeout: Duration,
-) -> Result<Connected, ConnectError> {
-    let host = upstream.host_for(sni).ok_or(ConnectError::NoHost)?;
-    let port = upstream.port_for(listener_port);
-    let addrs: Vec<SocketAddr> = if upstream.pinned.is_empty() {
-        let lookup = tokio::net::lookup_host((host, port));
-        match tokio::time::timeout(timeout, lookup).await {
-            Ok(Ok(iter)) => iter.collect(),
-            Ok(Err(e)) => {
-                return Err(ConnectError::Resolve {
-                    host: host.to_owned(),
-                    reason: e.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(ConnectError::Resolve {
-                    host: host.to_owned(),
-                    reason: format!("timed out after {timeout:?}"),
-                })
-            }
+) -> Result<Arc<[SocketAddr]>, ConnectError> {
+    let key = (host.to_owned(), port);
+    if let Some((at, addrs)) = cache().get(&key) {
+        if at.elapsed() < RESOLVE_TTL {
+            return Ok(addrs.clone());
         }
-    } else {
-        upstream.pinned_for(listener_port).collect()
-    };
-    if addrs.is_empty() {
-        return Err(ConnectError::Resolve {
-            host: host.to_owned(),
-            reason: "no addresses".into(),
-        });
     }
+    let failed = |reason: String| ConnectError::Resolve {
+        host: host.to_owned(),
+        reason,
+    };
+    let addrs: Arc<[SocketAddr]> =
+        match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(iter)) => iter.collect(),
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(failed(format!("timed out after {timeout:?}"))),
+        };
+    if addrs.is_empty() {
+        return Err(failed("no addresses".into()));
+    }
+    let mut cache = cache();
+    cache.retain(|_, (at, _)| at.elapsed() < RESOLVE_TTL);
+    cache.insert(key, (Instant::now(), addrs.clone()));
+    Ok(addrs)
+}
+
+/// Opens a non-blocking TCP connection to `addr` with TCP_NODELAY set, and waits until it
+/// is established. Success costs no `getsockopt`: only a connection the kernel reports as
+/// failed is asked why.
+async fn connect_one(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket(2) with constant arguments; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and nothing else owns it.
+    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let on: libc::c_int = 1;
+    let (sockaddr, len) = socket_addr(&addr);
+    // SAFETY: plain system calls on the socket owned here, with correctly sized arguments.
+    let connected = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        libc::connect(fd, (&sockaddr as *const libc::sockaddr_storage).cast(), len)
+    };
+    if connected < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    let stream = TcpStream::from_std(std_stream)?;
+    let ready = stream.ready(tokio::io::Interest::WRITABLE).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| std::io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
+}
+
+/// `addr` as a `sockaddr` for connect(2).
+fn socket_addr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is a valid value of the type.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+/// Tries each address in turn, each under `timeout`.
+async fn first_to_answer(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> Result<Connected, String> {
     let start = Instant::now();
-    let mut last = String::new();
+    let mut last = String::from("no addresses");
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(timeout, connect_one(addr)).await {
             Ok(Ok(stream)) => {
-                if let Err(e) = stream.set_nodelay(true) {
-                    log::debug!("cannot set TCP_NODELAY towards {addr}: {e}");
-                }
                 return Ok(Connected {
                     stream,
                     addr,
@@ -117,8 +218,34 @@ pub async fn connect(
             Err(_) => last = format!("{addr}: timed out after {timeout:?}"),
         }
     }
-    Err(ConnectError::Connect {
+    Err(last)
+}
+
+/// Resolves and connects: pinned addresses as they are, an IP as it is, a name through
+/// the resolver (its answer reused for [`RESOLVE_TTL`], and dropped when no address
+/// answers). Each address gets `timeout`; resolution gets `timeout` too.
+pub async fn connect(
+    upstream: &Upstream,
+    sni: Option<&str>,
+    listener_port: u16,
+    timeout: Duration,
+) -> Result<Connected, ConnectError> {
+    let host = upstream.host_for(sni).ok_or(ConnectError::NoHost)?;
+    let port = upstream.port_for(listener_port);
+    let tried = if !upstream.pinned.is_empty() {
+        first_to_answer(upstream.pinned_for(listener_port), timeout).await
+    } else if let Ok(ip) = host.parse::<IpAddr>() {
+        first_to_answer([SocketAddr::new(ip, port)], timeout).await
+    } else {
+        let addrs = resolve(host, port, timeout).await?;
+        let tried = first_to_answer(addrs.iter().copied(), timeout).await;
+        if tried.is_err() {
+            cache().remove(&(host.to_owned(), port));
+        }
+        tried
+    };
+    tried.map_err(|reason| ConnectError::Connect {
         target: target(upstream, sni, listener_port),
-        reason: last,
+        reason,
     })
 }

@@ -2,7 +2,9 @@
 //! target, and its count in `snigate_connections_total`.
 
 use crate::metrics;
+use crate::upstream;
 use snigate_core::outcome::Outcome;
+use snigate_core::routes::Route;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,10 +23,10 @@ pub struct Record<'a> {
     pub sni: Option<String>,
     /// The ALPN protocols offered, comma-separated.
     pub alpn: String,
-    /// The route's label.
-    pub route: Option<Arc<str>>,
-    /// The upstream `host:port`.
-    pub target: Option<String>,
+    /// The route chosen.
+    pub route: Option<Arc<Route>>,
+    /// The port the client connected to, for `{port}` upstreams.
+    pub local_port: u16,
     /// The upstream address connected to.
     pub upstream_addr: Option<SocketAddr>,
     /// Bytes from the client to the upstream, the hello included.
@@ -48,7 +50,7 @@ impl<'a> Record<'a> {
             sni: None,
             alpn: String::new(),
             route: None,
-            target: None,
+            local_port: 0,
             upstream_addr: None,
             bytes_up: 0,
             bytes_down: 0,
@@ -65,14 +67,8 @@ impl<'a> Record<'a> {
     }
 
     /// Counts the connection and writes its access-log line (if that level is enabled).
-    pub fn finish(self) {
-        let route = match &self.route {
-            Some(r) if self.outcome.has_route() => r.as_ref(),
-            _ => metrics::NO_ROUTE_LABEL,
-        };
-        metrics::CONNECTIONS
-            .with_label_values(&[self.listener, route, self.outcome.as_str()])
-            .inc();
+    pub fn finish(self, counters: &metrics::ConnectionCounters) {
+        counters.count(self.route.as_ref().map(|r| &r.label), self.outcome);
         // TCP health checks and port probes stay out of the access log.
         let level = if self.outcome == Outcome::Empty {
             log::Level::Debug
@@ -93,8 +89,11 @@ impl<'a> Record<'a> {
             self.listener,
             self.sni.as_deref().unwrap_or("-"),
             if self.alpn.is_empty() { "-" } else { &self.alpn },
-            self.route.as_deref().unwrap_or("-"),
-            self.target.as_deref().unwrap_or("-"),
+            self.route.as_ref().map_or("-", |r| &*r.label),
+            self.route.as_ref().map_or_else(
+                || "-".to_owned(),
+                |r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port)
+            ),
             dash(self.upstream_addr),
             self.bytes_up,
             self.bytes_down,
@@ -115,14 +114,16 @@ mod tests {
     #[test]
     fn line_has_every_field_and_quotes_the_detail() {
         let mut r = Record::new("kafka", "10.1.2.3:50412".parse().ok());
-        r.sni = Some("b0.test".into());
+        r.sni = Some("b0.example.test".into());
         r.alpn = "h2,http/1.1".into();
-        r.route = Some(Arc::from("*.test"));
-        r.target = Some("b0.test:9092".into());
+        let up = snigate_core::names::parse_upstream("{sni}:{port}").unwrap();
+        let pattern = snigate_core::names::parse_pattern("*.example.test").unwrap();
+        r.route = Some(Arc::new(Route::new(pattern, up)));
+        r.local_port = 9092;
         r.outcome = Outcome::ConnectFailed;
         r.detail = Some("cannot connect to b0.test:9092: \"refused\"".into());
         let line = r.line();
-        assert!(line.starts_with("client=10.1.2.3:50412 listener=kafka sni=b0.test alpn=h2,http/1.1 route=*.test upstream=b0.test:9092 upstream_addr=- bytes_up=0 bytes_down=0 duration_ms="), "{line}");
+        assert!(line.starts_with("client=10.1.2.3:50412 listener=kafka sni=b0.example.test alpn=h2,http/1.1 route=*.example.test upstream=b0.example.test:9092 upstream_addr=- bytes_up=0 bytes_down=0 duration_ms="), "{line}");
         assert!(line.ends_with(" outcome=connect_failed detail=\"cannot connect to b0.test:9092: \\\"refused\\\"\""), "{line}");
     }
 }

@@ -6,7 +6,7 @@ use super::access::Record;
 use crate::drain::Drain;
 use crate::metrics;
 use crate::peek::{self, PeekError};
-use crate::relay::{self, Totals};
+use crate::relay::{self, RelayEnd, Totals};
 use crate::routes::RouteStore;
 use crate::upstream;
 use arc_swap::ArcSwap;
@@ -17,11 +17,13 @@ use snigate_core::names::SniPattern;
 use snigate_core::outcome::Outcome;
 use snigate_core::routes::Route;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// A fatal TLS alert, `unrecognized_name` (112), sent in clear before closing a connection
 /// whose SNI has no route, so that the client reports a clear error instead of a bare EOF.
@@ -104,6 +106,45 @@ struct ListenerMetrics {
     bytes_up: IntCounter,
     bytes_down: IntCounter,
     connect_latency: Histogram,
+    connections: metrics::ConnectionCounters,
+}
+
+/// A client connection: any stream, and a TCP stream takes the splice path. Each kind
+/// brings only its own relay, so a TCP connection's task never reserves space for the
+/// portable one.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized {
+    /// Relays between this client and `upstream` until the connection ends.
+    fn relay<'a>(
+        self,
+        upstream: TcpStream,
+        idle: Duration,
+        counters: (&'a IntCounter, &'a IntCounter),
+        totals: &'a Totals,
+    ) -> impl Future<Output = RelayEnd> + Send + 'a;
+}
+
+impl ClientStream for TcpStream {
+    async fn relay<'a>(
+        self,
+        upstream: TcpStream,
+        idle: Duration,
+        counters: (&'a IntCounter, &'a IntCounter),
+        totals: &'a Totals,
+    ) -> RelayEnd {
+        relay::relay_tcp(&self, &upstream, idle, counters, totals).await
+    }
+}
+
+impl ClientStream for tokio::io::DuplexStream {
+    fn relay<'a>(
+        self,
+        upstream: TcpStream,
+        idle: Duration,
+        counters: (&'a IntCounter, &'a IntCounter),
+        totals: &'a Totals,
+    ) -> impl Future<Output = RelayEnd> + Send + 'a {
+        relay::relay(self, upstream, idle, counters, totals)
+    }
 }
 
 /// Handles the connections of one listener.
@@ -148,6 +189,7 @@ impl Handler {
             bytes_up: metrics::BYTES.with_label_values(&[name, "upstream"]),
             bytes_down: metrics::BYTES.with_label_values(&[name, "downstream"]),
             connect_latency: metrics::CONNECT_LATENCY.with_label_values(&[name]),
+            connections: metrics::ConnectionCounters::new(name),
         };
         Handler {
             listener,
@@ -161,25 +203,31 @@ impl Handler {
         &self.listener
     }
 
+    /// Runs a connection accepted on this listener to its end. (TCP_NODELAY comes from
+    /// the listening socket.)
+    pub async fn accept(&self, stream: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+        let port = self.listener.address.port();
+        self.handle(stream, Some(peer), port, Some(shutdown)).await;
+    }
+
     /// Runs one client connection to its end, and logs it. `local_port` is the port the
     /// client connected to, for `{port}` upstreams. With `shutdown`, the connection is
     /// closed at its turn in the drain once the worker stops.
-    pub async fn handle<S>(
+    pub async fn handle<S: ClientStream>(
         &self,
         client_io: S,
         client: Option<SocketAddr>,
         local_port: u16,
         shutdown: Option<ShutdownWatch>,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
+    ) {
         let limits = self.shared.limits();
         let mut rec = Record::new(&self.listener.name, client);
+        rec.local_port = local_port;
         let Some(_slot) = Slot::acquire(&self.shared, &self.metrics.active, limits.max_connections)
         else {
             let detail = format!("max_connections ({}) reached", limits.max_connections);
             rec.end(Outcome::OverLimit, detail);
-            rec.finish();
+            rec.finish(&self.metrics.connections);
             return;
         };
         let totals = Totals::default();
@@ -198,19 +246,17 @@ impl Handler {
         }
         rec.bytes_up = totals.up.into_inner();
         rec.bytes_down = totals.down.into_inner();
-        rec.finish();
+        rec.finish(&self.metrics.connections);
     }
 
-    async fn serve<S>(
+    async fn serve<S: ClientStream>(
         &self,
         mut client_io: S,
         rec: &mut Record<'_>,
         totals: &Totals,
         limits: Limits,
         local_port: u16,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
-    {
+    ) {
         let name = self.listener.name.as_str();
         let deadline = tokio::time::Instant::now() + limits.clienthello_timeout;
         let peeked = match peek::read_client_hello(&mut client_io, deadline).await {
@@ -228,9 +274,12 @@ impl Handler {
                 return;
             }
         };
+        let mut peeked = peeked;
         metrics::HELLO_SIZE.observe(peeked.hello.hello_len as f64);
-        rec.sni = peeked.hello.sni.clone();
-        rec.alpn = peeked.hello.alpn.join(",");
+        rec.sni = peeked.hello.sni.take();
+        if !peeked.hello.alpn.is_empty() {
+            rec.alpn = peeked.hello.alpn.join(",");
+        }
 
         let table = self.shared.routes.load();
         let routed = rec
@@ -256,17 +305,16 @@ impl Handler {
             rec.end(outcome, detail);
             return;
         };
-        rec.route = Some(route.label.clone());
-        let upstream = &route.upstream;
-        rec.target = Some(upstream::target(upstream, rec.sni.as_deref(), local_port));
-
-        let connected = upstream::connect(
-            upstream,
+        // Boxed: connecting needs more state than the rest of the connection's life, and
+        // only for a moment; an idle connection should not carry its space.
+        let connected = Box::pin(upstream::connect(
+            &route.upstream,
             rec.sni.as_deref(),
             local_port,
             limits.connect_timeout,
-        )
+        ))
         .await;
+        rec.route = Some(route);
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
@@ -294,14 +342,9 @@ impl Handler {
             .fetch_add(peeked.bytes.len() as u64, Ordering::Relaxed);
         drop(peeked);
 
-        let end = relay::relay(
-            client_io,
-            upstream_io,
-            limits.idle_timeout,
-            counters,
-            totals,
-        )
-        .await;
+        let end = client_io
+            .relay(upstream_io, limits.idle_timeout, counters, totals)
+            .await;
         rec.outcome = end.outcome();
     }
 }

@@ -47,6 +47,11 @@ impl Outcome {
         Outcome::Drained,
     ];
 
+    /// This outcome's position in [`Outcome::ALL`].
+    pub fn index(self) -> usize {
+        Outcome::ALL.iter().position(|o| *o == self).unwrap_or(0)
+    }
+
     /// The label used in the access log and in metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,53 +1,17 @@
-//! Copying bytes both ways between client and upstream until both sides have closed.
-//!
-//! Half-close is respected: when one side finishes sending, its peer's write half is shut
-//! down and the other direction keeps flowing. Bytes are counted as they pass, so metrics
-//! stay current on long-lived Kafka connections, and an idle timer closes a connection
-//! that carried nothing either way for the idle timeout.
+//! The portable relay: copying through user-space buffers, for any pair of streams (the
+//! in-process tests use it over in-memory pipes). TCP to TCP uses [`super::splice`].
 
+use super::{Activity, RelayEnd, Totals};
 use prometheus::IntCounter;
-use snigate_core::outcome::Outcome;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 /// Buffer size for each direction, like HAProxy's default bufsize.
 pub const BUFFER_SIZE: usize = 16 * 1024;
-
-/// How a relay ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayEnd {
-    /// Both sides closed.
-    Closed,
-    /// Nothing moved for the idle timeout.
-    Idle,
-    /// A socket error on either side.
-    Error,
-}
-
-impl RelayEnd {
-    /// The connection's outcome.
-    pub fn outcome(self) -> Outcome {
-        match self {
-            RelayEnd::Closed => Outcome::Ok,
-            RelayEnd::Idle => Outcome::IdleTimeout,
-            RelayEnd::Error => Outcome::RelayError,
-        }
-    }
-}
-
-/// Bytes relayed so far, each way; readable while the relay runs.
-#[derive(Debug, Default)]
-pub struct Totals {
-    /// Client to upstream.
-    pub up: AtomicU64,
-    /// Upstream to client.
-    pub down: AtomicU64,
-}
 
 /// A stream wrapper that counts bytes read and stamps activity.
 struct Metered<'a, S> {
@@ -93,24 +57,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
     }
 }
 
-/// Last activity, in milliseconds since the relay started.
-struct Activity {
-    start: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let now = self.start.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
 /// Relays between `client` and `upstream` until both close, an error, or `idle` passes
 /// with no bytes either way. Counters and `totals` get each chunk as it passes.
 pub async fn relay<C, U>(
@@ -124,10 +70,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let activity = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+    let activity = Activity::new();
     let mut client = Metered {
         inner: client,
         total: &totals.up,
@@ -147,18 +90,9 @@ where
             BUFFER_SIZE,
             BUFFER_SIZE,
         );
-        let watch = async {
-            loop {
-                let idle_for = activity.idle_for();
-                if idle_for >= idle {
-                    return;
-                }
-                tokio::time::sleep(idle - idle_for).await;
-            }
-        };
         tokio::select! {
             res = copy => if res.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-            _ = watch => RelayEnd::Idle,
+            _ = activity.idle(idle) => RelayEnd::Idle,
         }
     }
 }

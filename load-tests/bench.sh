@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: snigate, HAProxy (mode tcp, req.ssl_sni, splice), nginx (stream +
+# ssl_preread + map), sniproxy, and direct loopback, driven by the same load generator
+# (load-tests/loadgen) in one run. Each gateway gets one worker thread on CPU 0 and the same
+# 12 routes (a bootstrap, brokers b0-b8, REST, Schema Registry); the load generator and the
+# upstream servers share CPU 1. Everything runs in a network namespace of its own, with a
+# wide port range and TIME_WAIT reuse, so tens of thousands of connections fit.
+#
+#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR]
+#
+# --quick is the CI smoke: a second or two per workload and small connection counts; its
+# numbers mean nothing. Without it, every workload runs --runs times (default 3) and the
+# table gives medians. Needs root (network namespaces); installs haproxy, nginx,
+# libnginx-mod-stream and sniproxy from Debian when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+orig_args=("$@")
+quick=false
+runs=3
+results_dir="$root/load-tests/results"
+inside=false
+while (($#)); do
+  case "$1" in
+    --quick) quick=true ;;
+    --runs) runs=$2; shift ;;
+    --results) results_dir=$2; shift ;;
+    --inside) inside=true ;;
+    *) echo "bench: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if ! $inside; then
+  if [ "$(id -u)" -ne 0 ]; then
+    exec sudo -E bash "$0" "${orig_args[@]}"
+  fi
+  missing=()
+  for p in haproxy nginx libnginx-mod-stream sniproxy openssl iproute2 util-linux procps; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    echo "bench: installing ${missing[*]}"
+    # Keep the packages' own services from starting.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  echo "bench: building snigate and the load generator"
+  cargo build --release --locked -p snigate -p snigate-loadgen --bins 2>&1 | tail -1
+  ns="snibench$$"
+  ip netns add "$ns"
+  cleanup() { ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del "$ns" 2>/dev/null || true; }
+  trap 'cleanup; rm -f /usr/sbin/policy-rc.d' EXIT
+  ip -n "$ns" link set lo up
+  ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="1024 65535" \
+    net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
+  args=(--runs "$runs" --results "$results_dir")
+  $quick && args+=(--quick)
+  ip netns exec "$ns" bash "$0" --inside "${args[@]}"
+  exit $?
+fi
+
+# ---- inside the namespace -------------------------------------------------------------
+# Raise the descriptor limit as far as this machine lets us: each relayed connection costs
+# a gateway two descriptors. Where the hard limit cannot be raised (no CAP_SYS_RESOURCE),
+# the largest idle test is capped to fit, and the table says so.
+ulimit -Hn 1048576 2>/dev/null || true
+fd_limit=$(ulimit -Hn)
+ulimit -n "$fd_limit"
+max_conns=$(( (fd_limit - 5000) / 2 ))
+bin="$root/target/release"
+loadgen="$bin/loadgen"
+work=$(mktemp -d /tmp/snibench.XXXXXX)
+pids_started=()
+stop_all() { for p in "${pids_started[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids_started=(); }
+trap 'stop_all; rm -rf "$work"' EXIT
+
+names=(pkc-bench01.eu-west-2.aws.confluent.test)
+for i in 0 1 2 3 4 5 6 7 8; do names+=("b$i-pkc-bench01.eu-west-2.aws.confluent.test"); done
+names+=(pkac-bench01.eu-west-2.aws.confluent.test psrc-bench01.eu-west-2.aws.confluent.test)
+mapfile -t names < <(printf '%s\n' "${names[@]}" | sort)
+upstreams=()
+for i in "${!names[@]}"; do upstreams+=("127.0.20.$((i + 1)):9100"); done
+gw=127.0.0.2:9092
+
+if $quick; then
+  secs=1.5; warm=0.5; bulk_secs=1; idle_small=500; idle_large=2000; runs=1
+else
+  secs=5; warm=1; bulk_secs=5; idle_small=5000; idle_large=50000
+fi
+if ((idle_large > max_conns - 100)); then
+  idle_large=$((max_conns - 100))
+  echo "bench: the descriptor limit is $fd_limit; the large idle test holds $idle_large connections, not 50,000"
+fi
+
+"$loadgen" hellos --names "$(IFS=,; echo "${names[*]}")" --out "$work/hellos"
+taskset -c 1 "$loadgen" upstreams --listen "$(IFS=,; echo "${upstreams[*]}")" > "$work/upstreams.log" 2>&1 &
+pids_started+=($!)
+wait_port() {
+  for _ in $(seq 1 400); do
+    (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing listens on $1" >&2; return 1
+}
+wait_port "${upstreams[0]}"
+
+regex() { printf '^%s$' "${1//./\\.}"; }
+write_configs() {
+  { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+    echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
+    echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+    echo "  max_connections: $max_conns"; echo "  idle_timeout_secs: 3600"; echo "  routes:"
+    for i in "${!names[@]}"; do echo "    - sni: ${names[$i]}"; echo "      upstream: ${upstreams[$i]}"; done
+  } > "$work/snigate.yaml"
+  { echo "global"; echo "  nbthread 1"; echo "  maxconn $max_conns"
+    echo "defaults"; echo "  mode tcp"; echo "  timeout connect 5s"; echo "  timeout client 1h"
+    echo "  timeout server 1h"; echo "  option splice-auto"
+    echo "frontend gateway"; echo "  bind $gw"; echo "  maxconn $max_conns"; echo "  tcp-request inspect-delay 5s"
+    echo "  tcp-request content accept if { req.ssl_hello_type 1 }"
+    for i in "${!names[@]}"; do echo "  use_backend be$i if { req.ssl_sni -i ${names[$i]} }"; done
+    for i in "${!names[@]}"; do echo "backend be$i"; echo "  server s ${upstreams[$i]}"; done
+  } > "$work/haproxy.cfg"
+  { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"; echo "worker_processes 1;"
+    echo "worker_rlimit_nofile $fd_limit;"; echo "pid $work/nginx.pid;"; echo "error_log $work/nginx-error.log warn;"
+    echo "daemon off;"; echo "events { worker_connections $max_conns; }"
+    echo "stream {"; echo "  map \$ssl_preread_server_name \$up {"
+    for i in "${!names[@]}"; do echo "    ${names[$i]} ${upstreams[$i]};"; done
+    echo "    default 127.0.0.1:1;"; echo "  }"
+    echo "  server { listen $gw backlog=65535; ssl_preread on; proxy_half_close on; proxy_pass \$up; }"; echo "}"
+  } > "$work/nginx.conf"
+  { echo "user root"; echo "pidfile $work/sniproxy.pid"
+    echo "error_log {"; echo "  filename $work/sniproxy-error.log"; echo "  priority warning"; echo "}"
+    echo "listener $gw {"; echo "  protocol tls"; echo "  table bench"; echo "}"
+    echo "table bench {"
+    for i in "${!names[@]}"; do echo "  $(regex "${names[$i]}") ${upstreams[$i]}"; done
+    echo "}"
+  } > "$work/sniproxy.conf"
+}
+write_configs
+
+gateway_pids=()
+start_gateway() {
+  gateway_pids=()
+  case "$1" in
+    snigate)
+      RUST_LOG=warn taskset -c 0 "$bin/snigate" -c "$work/snigate.yaml" > "$work/snigate.log" 2>&1 &
+      pids_started+=($!); wait_port "$gw"
+      gateway_pids=($(pgrep -f -- "--worker -c $work/snigate.yaml") $!) ;;
+    haproxy)
+      taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+      pids_started+=($!); wait_port "$gw"; gateway_pids=($!) ;;
+    nginx)
+      taskset -c 0 nginx -p "$work" -c "$work/nginx.conf" > "$work/nginx.log" 2>&1 &
+      pids_started+=($!); wait_port "$gw"; gateway_pids=($!)
+      gateway_pids+=($(pgrep -P "$!")) ;;
+    sniproxy)
+      taskset -c 0 sniproxy -f -c "$work/sniproxy.conf" > "$work/sniproxy.log" 2>&1 &
+      pids_started+=($!); wait_port "$gw"; gateway_pids=($!) ;;
+    direct) ;;
+  esac
+}
+stop_gateway() {
+  for p in "${gateway_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${gateway_pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
+  # Wait for the listening port to be free again.
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/${gw%:*}/${gw#*:}") 2>/dev/null || break; sleep 0.05; done
+}
+
+raw="$work/results.tsv"
+: > "$raw"
+gateways=(snigate haproxy nginx sniproxy direct)
+for run in $(seq 1 "$runs"); do
+  # Rotate the order, so that no gateway always goes first.
+  order=("${gateways[@]:$(( (run - 1) % 5 ))}" "${gateways[@]:0:$(( (run - 1) % 5 ))}")
+  for g in "${order[@]}"; do
+    echo "bench: run $run/$runs: $g"
+    start_gateway "$g"
+    if [ "$g" = direct ]; then targets=$(IFS=,; echo "${upstreams[*]}"); one=${upstreams[0]}; else targets=$gw; one=$gw; fi
+    pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
+    out=(--label "$g" --out "$raw")
+    taskset -c 1 "$loadgen" rate --targets "$targets" --hellos "$work/hellos" --concurrency 32 \
+      --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" "${out[@]}" > /dev/null
+    hello="$work/hellos/${names[0]}.bin"
+    for dir in up down; do
+      for conns in 1 16; do
+        taskset -c 1 "$loadgen" bulk --target "$one" --hello "$hello" --conns "$conns" --direction "$dir" \
+          --seconds "$bulk_secs" "${out[@]}" > /dev/null
+      done
+    done
+    stop_gateway
+    if [ "$g" != direct ]; then
+      # A fresh gateway for each count, so that neither reuses memory the other freed.
+      for n in "$idle_small" "$idle_large"; do
+        metric=kib_idle_small; [ "$n" = "$idle_large" ] && metric=kib_idle_large
+        start_gateway "$g"
+        pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
+        taskset -c 1 "$loadgen" idle --targets "$targets" --hellos "$work/hellos" --conns "$n" \
+          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null
+        stop_gateway
+      done
+    fi
+  done
+done
+
+# Where snigate's time goes on the connection-rate workload: a CPU profile, if perf works.
+profile=""
+if ! $quick && command -v perf > /dev/null; then
+  start_gateway snigate
+  worker=${gateway_pids[0]}
+  if perf record -q -e cpu-clock -F 999 -g -p "$worker" -o "$work/perf.data" -- sleep 6 > /dev/null 2>&1 &
+  then
+    perf_pid=$!
+    taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/hellos" --concurrency 32 --warmup-secs 0.5 \
+      --seconds 5 --label profile --out "$work/profile.tsv" > /dev/null
+    wait "$perf_pid" || true
+    profile=$(perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym --percent-limit 1.5 2>/dev/null \
+      | grep -E '^ +[0-9]' | head -40 || true)
+  fi
+  stop_gateway
+fi
+
+lookup=""
+if ! $quick; then
+  lookup=$(cd "$root" && cargo bench --locked --bench hotpath -- lookup/100k --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | grep -E '^lookup/|time:' | paste - - | awk '{print $1, $5, $6}' || true)
+fi
+
+table=$("$loadgen" report --results "$raw" --idle-small "$idle_small" --idle-large "$idle_large")
+echo
+echo "$table"
+mkdir -p "$results_dir"
+stamp=$(date -u +%Y-%m-%dT%H%MZ)
+$quick && stamp="$stamp-quick"
+file="$results_dir/$stamp.md"
+{
+  echo "# Side-by-side benchmark, $stamp"
+  echo
+  echo "\`bash load-tests/bench.sh$($quick && echo " --quick") --runs $runs\`. Each gateway: one worker thread pinned to CPU 0,"
+  echo "the same 12 routes, access logs off; load generator and upstreams pinned to CPU 1; real"
+  echo "openssl ClientHellos. Connection rate: 32 concurrent clients each connect, send a hello,"
+  echo "read the upstream's 64-byte reply and close, for ${secs}s after ${warm}s of warm-up."
+  echo "Bulk: ${bulk_secs}s one way. Idle: ${idle_small} and ${idle_large} connections held open end to end."
+  echo
+  echo "$table"
+  echo
+  echo "## Machine"
+  echo
+  echo '```'
+  echo "cpus: $(nproc) ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))"
+  echo "memory: $(free -g | awk '/Mem:/{print $2}') GiB; kernel $(uname -r)"
+  echo "snigate $("$bin/snigate" --version | awk '{print $2}') ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  echo "$(haproxy -v 2>/dev/null | head -1)"
+  echo "$(nginx -v 2>&1)"
+  echo "sniproxy $(dpkg-query -W -f='${Version}' sniproxy 2>/dev/null)"
+  echo '```'
+  if [ -n "$lookup" ]; then
+    echo; echo "## Route lookup among 100,000 routes (criterion, \`cargo bench --bench hotpath\`)"; echo
+    echo '```'; echo "$lookup"; echo '```'
+  fi
+  if [ -n "$profile" ]; then
+    echo; echo "## Where snigate's CPU goes on the connection-rate workload (perf, self time)"; echo
+    echo '```'; echo "$profile"; echo '```'
+  fi
+  echo
+  echo "## Raw results (gateway, metric, value; one line per run)"
+  echo
+  echo '```'; cat "$raw"; echo '```'
+} > "$file"
+echo "bench: results written to ${file#"$root"/}"

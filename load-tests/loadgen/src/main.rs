@@ -1,0 +1,247 @@
+//! `loadgen`: the load generator of snigate's side-by-side benchmark
+//! (`load-tests/bench.sh` drives it). It captures real ClientHellos, runs the upstream
+//! servers, runs each workload against a gateway (or directly against the upstreams), and
+//! turns the results into the table.
+
+mod bulk;
+mod client;
+mod hello;
+mod idle;
+mod rate;
+mod report;
+mod upstream;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Load generator for snigate's side-by-side benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Output {
+    /// Gateway name for the results (snigate, haproxy, nginx, sniproxy, direct).
+    #[arg(long)]
+    label: String,
+    /// File to append `gateway<TAB>metric<TAB>value` lines to.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+impl Output {
+    fn record(&self, metric: &str, value: f64) -> std::io::Result<()> {
+        let line = format!("{}\t{metric}\t{value}\n", self.label);
+        let _ = std::io::stdout().write_all(line.as_bytes());
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.out)?;
+        f.write_all(line.as_bytes())
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture the ClientHello `openssl s_client` sends for each name.
+    Hellos {
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the upstream servers on these addresses.
+    Upstreams {
+        #[arg(long, value_delimiter = ',')]
+        listen: Vec<SocketAddr>,
+    },
+    /// Connection rate and latency.
+    Rate {
+        /// Where to connect: the gateway, or one upstream per hello (in name order).
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<SocketAddr>,
+        #[arg(long)]
+        hellos: PathBuf,
+        #[arg(long, default_value = "127.0.30.1-8")]
+        sources: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Gateway processes, for CPU per connection.
+        #[arg(long)]
+        pid: Vec<u32>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Bulk throughput one way.
+    Bulk {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        hello: PathBuf,
+        #[arg(long, default_value = "127.0.30.1-8")]
+        sources: String,
+        #[arg(long, default_value_t = 1)]
+        conns: usize,
+        /// `up` (client to upstream) or `down`.
+        #[arg(long)]
+        direction: String,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Memory per idle relayed connection.
+    Idle {
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<SocketAddr>,
+        #[arg(long)]
+        hellos: PathBuf,
+        #[arg(long, default_value = "127.0.30.1-64")]
+        sources: String,
+        #[arg(long)]
+        conns: usize,
+        /// Gateway processes whose memory is measured.
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Metric name, e.g. kib_idle_5k.
+        #[arg(long)]
+        metric: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Print the results table.
+    Report {
+        #[arg(long)]
+        results: PathBuf,
+        /// Connections held by the small and the large idle test.
+        #[arg(long, default_value_t = 5000)]
+        idle_small: usize,
+        #[arg(long, default_value_t = 50000)]
+        idle_large: usize,
+    },
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Hellos { names, out } => hello::capture(&names, &out),
+        Command::Upstreams { listen } => Ok(upstream::serve(listen).await?),
+        Command::Rate {
+            targets,
+            hellos,
+            sources,
+            concurrency,
+            warmup_secs,
+            seconds,
+            pid,
+            output,
+        } => {
+            let requests = rate::requests(&hello::load(&hellos)?);
+            let r = rate::run(
+                targets,
+                requests,
+                client::sources(&sources)?,
+                concurrency,
+                Duration::from_secs_f64(warmup_secs),
+                Duration::from_secs_f64(seconds),
+                pid,
+            )
+            .await;
+            output.record("conns_per_s", r.per_sec)?;
+            output.record("p50_us", r.latency_us[0] as f64)?;
+            output.record("p99_us", r.latency_us[1] as f64)?;
+            output.record("p999_us", r.latency_us[2] as f64)?;
+            output.record("errors", r.errors as f64)?;
+            if let Some(cpu) = r.cpu_us_per_conn {
+                output.record("cpu_us_per_conn", cpu)?;
+            }
+            Ok(())
+        }
+        Command::Bulk {
+            target,
+            hello,
+            sources,
+            conns,
+            direction,
+            seconds,
+            output,
+        } => {
+            let up = match direction.as_str() {
+                "up" => true,
+                "down" => false,
+                other => return Err(format!("--direction must be up or down, not {other}").into()),
+            };
+            let hello = std::fs::read(&hello)?;
+            let mbps = bulk::run(
+                target,
+                hello,
+                client::sources(&sources)?,
+                conns,
+                up,
+                Duration::from_secs_f64(seconds),
+            )
+            .await?;
+            Ok(output.record(
+                &format!("{}{conns}_mbps", if up { "up" } else { "down" }),
+                mbps,
+            )?)
+        }
+        Command::Idle {
+            targets,
+            hellos,
+            sources,
+            conns,
+            pid,
+            metric,
+            output,
+        } => {
+            let hellos: Vec<Vec<u8>> = hello::load(&hellos)?.into_iter().map(|(_, h)| h).collect();
+            let r = idle::run(targets, hellos, client::sources(&sources)?, conns, pid).await?;
+            eprintln!(
+                "idle: {} connections: RSS {} KiB -> {} KiB",
+                r.conns, r.rss_kib.0, r.rss_kib.1
+            );
+            Ok(output.record(&metric, r.per_conn())?)
+        }
+        Command::Report {
+            results,
+            idle_small,
+            idle_large,
+        } => {
+            let text = std::fs::read_to_string(results)?;
+            print!("{}", report::table(&text, (idle_small, idle_large)));
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
