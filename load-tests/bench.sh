@@ -128,7 +128,8 @@ write_configs() {
   } > "$work/haproxy.cfg"
   { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"; echo "worker_processes 1;"
     echo "worker_rlimit_nofile $fd_limit;"; echo "pid $work/nginx.pid;"; echo "error_log $work/nginx-error.log warn;"
-    echo "daemon off;"; echo "events { worker_connections $max_conns; }"
+    # nginx counts the client and the upstream side of each relayed connection.
+    echo "daemon off;"; echo "events { worker_connections $((2 * max_conns)); }"
     echo "stream {"; echo "  map \$ssl_preread_server_name \$up {"
     for i in "${!names[@]}"; do echo "    ${names[$i]} ${upstreams[$i]};"; done
     echo "    default 127.0.0.1:1;"; echo "  }"
@@ -189,12 +190,13 @@ for run in $(seq 1 "$runs"); do
     pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
     out=(--label "$g" --out "$raw")
     taskset -c 1 "$loadgen" rate --targets "$targets" --hellos "$work/hellos" --concurrency 32 \
-      --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" "${out[@]}" > /dev/null
+      --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" "${out[@]}" > /dev/null \
+      || echo "bench: $g: the rate workload failed"
     hello="$work/hellos/${names[0]}.bin"
     for dir in up down; do
       for conns in 1 16; do
         taskset -c 1 "$loadgen" bulk --target "$one" --hello "$hello" --conns "$conns" --direction "$dir" \
-          --seconds "$bulk_secs" "${out[@]}" > /dev/null
+          --seconds "$bulk_secs" "${out[@]}" > /dev/null || echo "bench: $g: bulk $dir x$conns failed"
       done
     done
     stop_gateway
@@ -205,7 +207,7 @@ for run in $(seq 1 "$runs"); do
         start_gateway "$g"
         pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
         taskset -c 1 "$loadgen" idle --targets "$targets" --hellos "$work/hellos" --conns "$n" \
-          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null
+          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null || echo "bench: $g: idle x$n failed"
         stop_gateway
       done
     fi

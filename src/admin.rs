@@ -14,7 +14,6 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,11 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Every listener accepts connections now.
+    pub fn set_listeners_up(&self) {
+        self.listeners_up.store(true, Ordering::Release);
+    }
+
     /// True when every listener accepts connections.
     pub fn listeners_up(&self) -> bool {
         self.listeners_up.load(Ordering::Acquire)
@@ -40,7 +44,7 @@ impl Readiness {
         let pending = hub.pending();
         if !pending.is_empty() {
             return Err(format!(
-                "no routes yet for clusters: {}",
+                "no routable brokers yet for clusters: {}",
                 pending.join(", ")
             ));
         }
@@ -116,35 +120,32 @@ impl ServeHttp for AdminApp {
     }
 }
 
-/// Background service that marks the gateway ready once every listener accepts a TCP
-/// connection. The probe closes without sending a byte, which the listener counts as an
-/// `empty` connection and logs only at debug level. Once the whole gateway is ready (every
-/// cluster has routes too), it tells the stable process, if there is one.
-pub struct ListenerProbe {
-    addresses: Vec<SocketAddr>,
+/// Background service that tells the stable process, once, when the worker is ready:
+/// every listener accepts connections and every cluster has routes.
+pub struct ReadyNotifier {
     readiness: Arc<Readiness>,
     hub: Arc<Hub>,
     notify: Option<std::path::PathBuf>,
 }
 
-impl ListenerProbe {
-    /// Probes `addresses` (wildcard binds are probed on loopback); once ready, sends
-    /// `ready PID` to the control socket `notify`.
+impl ReadyNotifier {
+    /// Sends `ready PID` to the control socket `notify` once the worker is ready.
     pub fn new(
-        addresses: Vec<SocketAddr>,
         readiness: Arc<Readiness>,
         hub: Arc<Hub>,
         notify: Option<std::path::PathBuf>,
     ) -> Self {
-        ListenerProbe {
-            addresses,
+        ReadyNotifier {
             readiness,
             hub,
             notify,
         }
     }
+}
 
-    async fn notify_when_ready(&self, shutdown: &mut ShutdownWatch) {
+#[async_trait]
+impl BackgroundService for ReadyNotifier {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(socket) = &self.notify else {
             return;
         };
@@ -161,48 +162,5 @@ impl ListenerProbe {
                 socket.display()
             );
         }
-    }
-}
-
-fn probe_target(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port())
-        }
-        _ => addr,
-    }
-}
-
-#[async_trait]
-impl BackgroundService for ListenerProbe {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        for addr in &self.addresses {
-            let target = probe_target(*addr);
-            let mut delay = Duration::from_millis(5);
-            loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                let attempt = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tokio::net::TcpStream::connect(target),
-                )
-                .await;
-                if let Ok(Ok(_stream)) = attempt {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.changed() => return,
-                }
-                delay = (delay * 2).min(Duration::from_millis(500));
-            }
-        }
-        log::info!("all listeners accept connections");
-        self.readiness.listeners_up.store(true, Ordering::Release);
-        self.notify_when_ready(&mut shutdown).await;
     }
 }

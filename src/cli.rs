@@ -71,11 +71,31 @@ pub enum Command {
 /// Runs what the options ask for and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let Some(path) = cli.conf.clone() else {
-        eprintln!("snigate: no config file given; run `snigate -c FILE` (conf/snigate.yaml is an example)");
+        eprintln!(
+            "snigate: no config file given; run `snigate -c FILE` (conf/prod.yaml is an example)"
+        );
         return 2;
     };
     let conf = std::path::absolute(&path).unwrap_or_else(|_| path.clone().into());
-    let config = match Config::load(&path) {
+    // Printing routes from the state file contacts no cluster: no credentials needed.
+    let reads_only = matches!(
+        cli.command,
+        Some(
+            Command::Routes {
+                discover: false,
+                ..
+            } | Command::Hosts {
+                discover: false,
+                ..
+            }
+        )
+    );
+    let loaded = if reads_only {
+        Config::load_without_secrets(&path)
+    } else {
+        Config::load(&path)
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("snigate: config {path}: {e}");

@@ -30,6 +30,12 @@ impl Config {
         Config::from_core(snigate_core::config::Config::load(path)?)
     }
 
+    /// Like [`Config::load`], but a credential whose variable is unset reads as empty: for
+    /// commands that never contact a cluster.
+    pub fn load_without_secrets(path: &str) -> Result<Config, ConfigError> {
+        Config::from_core(snigate_core::config::Config::load_without_secrets(path)?)
+    }
+
     /// Parses and validates YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         Config::from_core(snigate_core::config::Config::from_yaml(text)?)

@@ -97,6 +97,7 @@ impl BackgroundService for Exit {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        crate::access_log::flush();
         log::logger().flush();
         std::process::exit(0);
     }

@@ -21,6 +21,7 @@
 //! - [`routes`]: the live route table, swapped atomically.
 //! - [`discovery`]: the broker source, the refresh service, and the route hub.
 //! - [`upgrade`]: handing over to a new process when discovered routes change.
+//! - [`access_log`]: where access lines go, text or JSON, and flood thinning.
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/routes`.
 //! - [`render`]: route tables as text, YAML and hosts lines.
 //! - [`metrics`]: every metric name and definition.
@@ -31,6 +32,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod commands;

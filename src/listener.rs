@@ -4,6 +4,7 @@
 //! descriptors, so `-u` hands them to the next worker exactly as Pingora's own listening
 //! services do.
 
+use crate::admin::Readiness;
 use crate::drain::stopped;
 use crate::proxy::Handler;
 use async_trait::async_trait;
@@ -22,11 +23,13 @@ const BACKLOG: libc::c_int = 65535;
 pub struct Listeners {
     handlers: Vec<Arc<Handler>>,
     addresses: Vec<String>,
+    readiness: Arc<Readiness>,
 }
 
 impl Listeners {
-    /// One listener per handler, on the handler's address.
-    pub fn new(handlers: Vec<Arc<Handler>>) -> Self {
+    /// One listener per handler, on the handler's address; `readiness` learns when they
+    /// all accept.
+    pub fn new(handlers: Vec<Arc<Handler>>, readiness: Arc<Readiness>) -> Self {
         let addresses = handlers
             .iter()
             .map(|h| h.listener().address.to_string())
@@ -34,6 +37,7 @@ impl Listeners {
         Listeners {
             handlers,
             addresses,
+            readiness,
         }
     }
 }
@@ -125,6 +129,8 @@ impl Service for Listeners {
                 shutdown.clone(),
             )));
         }
+        log::info!("all listeners accept connections");
+        self.readiness.set_listeners_up();
         for l in loops {
             let _ = l.await;
         }

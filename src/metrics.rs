@@ -35,6 +35,12 @@ pub const CLUSTER_LAST_SUCCESS: &str = "snigate_cluster_last_success_timestamp_s
 /// Metadata refreshes, by cluster and outcome (`ok`, `failed`, `partial`).
 pub const CLUSTER_REFRESHES_TOTAL: &str = "snigate_cluster_refreshes_total";
 
+/// Bytes relayed, by route and direction.
+pub const ROUTE_BYTES_TOTAL: &str = "snigate_route_bytes_total";
+/// Discovered routes kept only for their removal grace, by cluster.
+pub const CLUSTER_ROUTES_IN_GRACE: &str = "snigate_cluster_routes_in_grace";
+/// Always 1, labelled with the version and the commit it was built from.
+pub const BUILD_INFO: &str = "snigate_build_info";
 /// Config reloads (SIGHUP), by outcome (`ok`, `failed`).
 pub const CONFIG_RELOADS_TOTAL: &str = "snigate_config_reloads_total";
 
@@ -182,12 +188,47 @@ pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// See [`ROUTE_BYTES_TOTAL`].
+pub static ROUTE_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        ROUTE_BYTES_TOTAL,
+        "Bytes relayed, by route and direction (upstream: client to upstream; downstream: upstream to client).",
+        &["route", "direction"],
+    )
+});
+
+/// See [`CLUSTER_ROUTES_IN_GRACE`].
+pub static IN_GRACE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        CLUSTER_ROUTES_IN_GRACE,
+        "Discovered names no longer advertised, still routed for their removal grace.",
+        &["cluster"],
+    )
+});
+
+/// Registers the build-info series and the process metrics (open descriptors, resident
+/// memory, CPU seconds: Prometheus' `process_*`).
+pub fn init_process() {
+    let info = gauge_vec(
+        BUILD_INFO,
+        "Always 1: the version and commit of this snigate.",
+        &["version", "commit"],
+    );
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SNIGATE_COMMIT")])
+        .set(1);
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = REGISTRY.register(Box::new(process)) {
+        log::warn!("process metrics are not available: {e}");
+    }
+}
+
 /// Creates the per-cluster series at zero.
 pub fn init_clusters<'a>(clusters: impl IntoIterator<Item = &'a str>) {
     for c in clusters {
         BROKERS.with_label_values(&[c]);
         UNROUTABLE.with_label_values(&[c]);
         LAST_SUCCESS.with_label_values(&[c]);
+        IN_GRACE.with_label_values(&[c]);
         for o in REFRESH_OUTCOMES {
             REFRESHES.with_label_values(&[c, o]);
         }
@@ -216,10 +257,14 @@ pub fn init_listeners<'a>(listeners: impl IntoIterator<Item = &'a str>) {
     }
 }
 
-/// Creates, at zero, the connection series of each route on each listener.
+/// Creates, at zero, the connection series of each route on each listener, and each
+/// route's byte counters.
 pub fn init_routes(listeners: &[&str], routes: &[&str]) {
-    for l in listeners {
-        for r in routes {
+    for r in routes {
+        for direction in ["upstream", "downstream"] {
+            ROUTE_BYTES.with_label_values(&[r, direction]);
+        }
+        for l in listeners {
             for o in Outcome::ALL.into_iter().filter(|o| o.has_route()) {
                 CONNECTIONS.with_label_values(&[l, r, o.as_str()]);
             }
@@ -234,13 +279,24 @@ fn outcome_counters(listener: &str, route: &str) -> OutcomeCounters {
     Outcome::ALL.map(|o| CONNECTIONS.with_label_values(&[listener, route, o.as_str()]))
 }
 
-/// One listener's [`CONNECTIONS_TOTAL`] series, resolved once per route instead of once
-/// per connection.
+/// One route's series on one listener.
+#[derive(Debug)]
+pub struct RouteSeries {
+    /// [`CONNECTIONS_TOTAL`], by outcome.
+    pub outcomes: OutcomeCounters,
+    /// [`ROUTE_BYTES_TOTAL`], client to upstream.
+    pub bytes_up: IntCounter,
+    /// [`ROUTE_BYTES_TOTAL`], upstream to client.
+    pub bytes_down: IntCounter,
+}
+
+/// One listener's per-route series, resolved once per route instead of once per
+/// connection.
 #[derive(Debug)]
 pub struct ConnectionCounters {
     listener: String,
     no_route: OutcomeCounters,
-    by_route: Mutex<HashMap<Arc<str>, Arc<OutcomeCounters>>>,
+    by_route: Mutex<HashMap<Arc<str>, Arc<RouteSeries>>>,
 }
 
 impl ConnectionCounters {
@@ -253,17 +309,26 @@ impl ConnectionCounters {
         }
     }
 
-    /// Counts one closed connection.
-    pub fn count(&self, route: Option<&Arc<str>>, outcome: Outcome) {
+    /// The series of the route labelled `label`.
+    pub fn route(&self, label: &Arc<str>) -> Arc<RouteSeries> {
+        let mut cache = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(label.clone())
+            .or_insert_with(|| {
+                Arc::new(RouteSeries {
+                    outcomes: outcome_counters(&self.listener, label),
+                    bytes_up: ROUTE_BYTES.with_label_values(&[label, "upstream"]),
+                    bytes_down: ROUTE_BYTES.with_label_values(&[label, "downstream"]),
+                })
+            })
+            .clone()
+    }
+
+    /// Counts one closed connection, under its route's series when it had chosen one.
+    pub fn count(&self, route: Option<&RouteSeries>, outcome: Outcome) {
         let i = outcome.index();
         match route {
-            Some(r) if outcome.has_route() => {
-                let mut cache = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
-                let series = cache
-                    .entry(r.clone())
-                    .or_insert_with(|| Arc::new(outcome_counters(&self.listener, r)));
-                series[i].inc();
-            }
+            Some(r) if outcome.has_route() => r.outcomes[i].inc(),
             _ => self.no_route[i].inc(),
         }
     }

@@ -83,17 +83,61 @@ pub fn hosts(table: &RouteTable, gateway: IpAddr) -> String {
     out
 }
 
-/// The admin `/routes` page: one route per line with its origin.
+/// The admin `/routes` page: one route per line with its origin and kind, and for a
+/// discovered route when its cluster last advertised it.
 pub fn admin(table: &RouteTable) -> String {
     let mut out = String::new();
     for r in table.routes() {
-        let _ = write!(out, "{} -> {} [{}]", r.label, r.upstream, r.origin);
+        let _ = write!(
+            out,
+            "{} -> {} [{}] kind={}",
+            r.label,
+            r.upstream,
+            r.origin,
+            r.kind.as_str()
+        );
+        if let Some(seen) = r.last_seen {
+            let _ = write!(out, " last_advertised={}", utc(seen));
+        }
+        if let Some(v) = r.send_proxy {
+            let _ = write!(
+                out,
+                " send_proxy={}",
+                if v == snigate_core::proxy_protocol::Version::V1 {
+                    "v1"
+                } else {
+                    "v2"
+                }
+            );
+        }
         if !r.upstream.pinned.is_empty() {
             let _ = write!(out, " (pinned: {})", r.upstream.pinned_list());
         }
         out.push('\n');
     }
     out
+}
+
+/// Unix seconds as an RFC 3339 UTC time.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -124,8 +168,15 @@ mod tests {
     fn admin_page() {
         assert_eq!(
             admin(&sample()),
-            "b0.test -> b0.test:9092 [cluster:prod]\npl.test -> pl.test:9092 [static] (pinned: 10.0.0.5)\n*.w.test -> {sni}:{port} [static]\n"
+            "b0.test -> b0.test:9092 [cluster:prod] kind=broker last_advertised=1970-01-01T00:00:07Z\npl.test -> pl.test:9092 [static] kind=static (pinned: 10.0.0.5)\n*.w.test -> {sni}:{port} [static] kind=static\n"
         );
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_795_618_799), "2026-11-25T14:59:59Z");
     }
 
     #[test]
@@ -153,11 +204,8 @@ mod tests {
 
     #[test]
     fn table_lists_fallbacks() {
-        let l = ListenerConfig {
-            name: "https".into(),
-            address: "127.0.0.1:443".parse().unwrap(),
-            fallback: Some(parse_upstream("default.test:443").unwrap()),
-        };
+        let mut l = ListenerConfig::new("https", "127.0.0.1:443".parse().unwrap());
+        l.fallback = Some(parse_upstream("default.test:443").unwrap());
         let text = table(&sample(), &[l]);
         assert!(
             text.starts_with("SNI       UPSTREAM      ORIGIN\n"),

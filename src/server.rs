@@ -1,8 +1,8 @@
 //! A worker: the Pingora server that serves the gateway. It runs one listening service per
-//! listener, the admin endpoint, a discovery service per cluster, the readiness probe and
+//! listener, the admin endpoint, a discovery service per cluster, the readiness notifier and
 //! the drain's exit watch, all sharing one route hub; its signals are [`crate::signals`].
 
-use crate::admin::{AdminApp, ListenerProbe, Readiness};
+use crate::admin::{AdminApp, Readiness, ReadyNotifier};
 use crate::config::Config;
 use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
@@ -109,6 +109,19 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         }
     }
     let gateway = config.gateway.clone();
+    if let Err(e) = crate::access_log::init(&gateway.access_log) {
+        let path = gateway
+            .access_log
+            .path
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"));
+        eprintln!(
+            "snigate: cannot open the access log {}: {e}",
+            path.display()
+        );
+        return 1;
+    }
+    metrics::init_process();
     metrics::init_listeners(gateway.listeners.iter().map(|l| l.name.as_str()));
     metrics::init_clusters(gateway.clusters.iter().map(|c| c.name.as_str()));
     let hub = hub(&gateway);
@@ -170,8 +183,8 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
             Arc::new(Handler::new(l.clone(), shared.clone()))
         })
         .collect();
-    server.add_service(Listeners::new(handlers));
     let readiness = Arc::new(Readiness::default());
+    server.add_service(Listeners::new(handlers, readiness.clone()));
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
         let app = AdminApp::new(hub.clone(), readiness.clone());
@@ -179,13 +192,13 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let addresses = gateway.listeners.iter().map(|l| l.address).collect();
-    let probe = ListenerProbe::new(addresses, readiness, hub.clone(), control);
-    server.add_service(background_service("readiness probe", probe));
+    let notifier = ReadyNotifier::new(readiness, hub.clone(), control);
+    server.add_service(background_service("readiness", notifier));
     server.add_service(background_service(
         "drain",
         drain::Exit::new(shared.clone()),
     ));
+    server.add_service(background_service("access log", crate::access_log::Flusher));
     let reloader = Arc::new(Reloader::new(conf, core, hub, shared));
     log::info!(
         "snigate {} worker starting: {} listeners, {} static routes, {} clusters to discover, grace period {:?}",
@@ -195,7 +208,8 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         gateway.clusters.len(),
         grace
     );
-    let signals = WorkerSignals::new(upgrade_sock, reloader, None);
+    let reopen: crate::signals::Reopen = Arc::new(crate::access_log::reopen);
+    let signals = WorkerSignals::new(upgrade_sock, reloader, Some(reopen));
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });

@@ -25,6 +25,14 @@ pub enum ConnectError {
         /// What went wrong.
         reason: String,
     },
+    /// The upstream is one of this gateway's own listeners.
+    #[error("{target} resolves to {addr}, one of this gateway's own listeners; the gateway host must resolve it to the real endpoint (clients resolve it to the gateway)")]
+    Loop {
+        /// `host:port`.
+        target: String,
+        /// The address that is ours.
+        addr: SocketAddr,
+    },
     /// Every address refused or timed out.
     #[error("cannot connect to {target}: {reason}")]
     Connect {
@@ -41,6 +49,7 @@ impl ConnectError {
         match self {
             ConnectError::NoHost | ConnectError::Resolve { .. } => Outcome::ResolveFailed,
             ConnectError::Connect { .. } => Outcome::ConnectFailed,
+            ConnectError::Loop { .. } => Outcome::Loop,
         }
     }
 }
@@ -221,23 +230,105 @@ async fn first_to_answer(
     Err(last)
 }
 
+/// Refuses upstream addresses that are the gateway's own listeners, so that a name the
+/// gateway host resolves to itself cannot turn one connection into `max_connections`.
+#[derive(Debug)]
+pub struct LoopGuard {
+    own: Vec<SocketAddr>,
+    local_ips: Vec<IpAddr>,
+}
+
+/// This host's interface addresses.
+fn local_ips() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(IpAddr::from(sin.sin_addr.s_addr.to_ne_bytes()));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
+impl LoopGuard {
+    /// A guard for listeners on `own`.
+    pub fn new(own: Vec<SocketAddr>) -> Self {
+        LoopGuard {
+            own,
+            local_ips: local_ips(),
+        }
+    }
+
+    /// True when connecting to `addr` would reach one of the gateway's own listeners.
+    pub fn is_own(&self, addr: SocketAddr) -> bool {
+        let local =
+            |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || self.local_ips.contains(&ip);
+        self.own.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || addr.ip().is_unspecified()
+                    || (l.ip().is_unspecified() && local(addr.ip())))
+        })
+    }
+
+    fn check(&self, addrs: impl IntoIterator<Item = SocketAddr>) -> Option<SocketAddr> {
+        addrs.into_iter().find(|a| self.is_own(*a))
+    }
+}
+
 /// Resolves and connects: pinned addresses as they are, an IP as it is, a name through
 /// the resolver (its answer reused for [`RESOLVE_TTL`], and dropped when no address
-/// answers). Each address gets `timeout`; resolution gets `timeout` too.
+/// answers). No address is dialled if any is one of the gateway's own listeners. Each
+/// address gets `timeout`; resolution gets `timeout` too.
 pub async fn connect(
     upstream: &Upstream,
     sni: Option<&str>,
     listener_port: u16,
     timeout: Duration,
+    guard: &LoopGuard,
 ) -> Result<Connected, ConnectError> {
     let host = upstream.host_for(sni).ok_or(ConnectError::NoHost)?;
     let port = upstream.port_for(listener_port);
+    let looped = |addr| ConnectError::Loop {
+        target: target(upstream, sni, listener_port),
+        addr,
+    };
     let tried = if !upstream.pinned.is_empty() {
+        if let Some(addr) = guard.check(upstream.pinned_for(listener_port)) {
+            return Err(looped(addr));
+        }
         first_to_answer(upstream.pinned_for(listener_port), timeout).await
     } else if let Ok(ip) = host.parse::<IpAddr>() {
-        first_to_answer([SocketAddr::new(ip, port)], timeout).await
+        let addr = SocketAddr::new(ip, port);
+        if guard.is_own(addr) {
+            return Err(looped(addr));
+        }
+        first_to_answer([addr], timeout).await
     } else {
         let addrs = resolve(host, port, timeout).await?;
+        if let Some(addr) = guard.check(addrs.iter().copied()) {
+            return Err(looped(addr));
+        }
         let tried = first_to_answer(addrs.iter().copied(), timeout).await;
         if tried.is_err() {
             cache().remove(&(host.to_owned(), port));
@@ -248,4 +339,27 @@ pub async fn connect(
         target: target(upstream, sni, listener_port),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_gateways_own_listeners_are_refused() {
+        let g = LoopGuard::new(vec![a("127.0.0.5:9092"), a("0.0.0.0:443")]);
+        assert!(g.is_own(a("127.0.0.5:9092")));
+        assert!(!g.is_own(a("127.0.0.6:9092")), "another address, same port");
+        assert!(
+            g.is_own(a("127.0.0.1:443")),
+            "a wildcard listener covers loopback"
+        );
+        assert!(g.is_own(a("0.0.0.0:9092")));
+        assert!(!g.is_own(a("192.0.2.10:443")), "TEST-NET is not this host");
+        assert!(!g.is_own(a("127.0.0.5:9093")));
+    }
 }

@@ -51,6 +51,39 @@ fn hold_connection(lab: &mut Lab, name: &str) -> usize {
     lab.procs.len() - 1
 }
 
+/// Watches, in the background, for the in-grace gauge to count one route.
+fn watch_in_grace(lab: &Lab) -> std::thread::JoinHandle<bool> {
+    let cg = lab.cg.clone();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &cg,
+                    "curl",
+                    "-s",
+                    "http://127.0.0.1:9080/metrics",
+                ])
+                .output();
+            if let Ok(o) = out {
+                let text = String::from_utf8_lossy(&o.stdout);
+                if metric_value(
+                    &text,
+                    "snigate_cluster_routes_in_grace",
+                    &[("cluster", "sim")],
+                ) == 1.0
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    })
+}
+
 fn still_connected(lab: &mut Lab, idx: usize) -> bool {
     matches!(lab.procs[idx].child.try_wait(), Ok(None))
 }
@@ -70,13 +103,19 @@ fn netns_discovery_follows_broker_changes_without_dropping_connections() {
     for i in 0..3 {
         assert!(
             routes.contains(&format!(
-                "{} -> {}:9092 [cluster:sim]",
+                "{} -> {}:9092 [cluster:sim] kind=broker last_advertised=20",
                 broker(i),
                 broker(i)
             )),
             "{routes}"
         );
     }
+    assert!(
+        routes.contains(&format!(
+            "{BOOTSTRAP} -> {BOOTSTRAP}:9092 [cluster:sim] kind=bootstrap"
+        )),
+        "{routes}"
+    );
     assert!(
         routes.contains(&format!("pkac-sim01.{DOMAIN} -> pkac-sim01.{DOMAIN}:443")),
         "{routes}"
@@ -108,6 +147,7 @@ fn netns_discovery_follows_broker_changes_without_dropping_connections() {
     assert!(ok, "{out}");
 
     // 2c. A broker is decommissioned: kept for the grace period, then removed.
+    let in_grace = watch_in_grace(&lab);
     lab.control("decommission 3");
     lab.wait_admin(
         "/routes",
@@ -116,6 +156,10 @@ fn netns_discovery_follows_broker_changes_without_dropping_connections() {
     );
     let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
     assert!(log.contains("kept for the grace period"), "{log}");
+    assert!(
+        in_grace.join().unwrap(),
+        "snigate_cluster_routes_in_grace never counted the decommissioned broker"
+    );
     assert!(log.contains(&format!("removed [{}", broker(2))), "{log}");
     assert!(log.contains(&format!("added [{}]", broker(3))), "{log}");
 
@@ -236,9 +280,13 @@ fn netns_wrong_credentials_are_reported_and_keep_the_old_routes() {
     let start = Instant::now();
     loop {
         let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
-        if log.contains("refresh failed") && log.contains("Authentication failed") {
-            assert!(log.contains("keeping the last good routes"), "{log}");
+        if let Some(first) = log.lines().find(|l| l.contains("refresh failed")) {
+            // The very first failure already says why.
+            assert!(first.contains("Authentication failed"), "{first}");
+            assert!(first.contains("keeping the last good routes"), "{first}");
             assert!(!log.contains("not-the-secret"), "the secret was logged");
+            // librdkafka's own per-broker lines stay at debug level.
+            assert!(!log.contains(" librdkafka]"), "{log}");
             break;
         }
         assert!(
@@ -302,6 +350,52 @@ fn netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
 }
 
 #[test]
+fn netns_a_cluster_that_advertises_only_addresses_is_not_ready() {
+    if !root_or_skip("netns_a_cluster_that_advertises_only_addresses_is_not_ready") {
+        return;
+    }
+    let mut lab = Lab::new("ipadv");
+    lab.start_cloud();
+    for (i, ip) in BROKER_IPS[..3].iter().enumerate() {
+        lab.control(&format!("advertise {} {ip}", i + 1));
+    }
+    let conf = lab.gateway_conf("sim-secret", "", "");
+    let conf_s = conf.display().to_string();
+    let log = lab.path("snigate.log");
+    let cg = lab.cg.clone();
+    lab.spawn(
+        &cg,
+        &[snigate_bin(), "-c", &conf_s],
+        &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
+        &log,
+    );
+    lab.wait_admin(
+        "/ready",
+        "503 while no broker can be routed",
+        |code, body| code == 503 && body.contains("no routable brokers yet for clusters: sim"),
+    );
+    let start = Instant::now();
+    while metric(
+        &lab,
+        "snigate_cluster_unroutable_brokers",
+        &[("cluster", "sim")],
+    ) < 3.0
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the coverage gauge never counted 3"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("added [127.88."), "{text}");
+    assert!(
+        text.contains("cannot be routed by SNI: [127.88.0.11"),
+        "{text}"
+    );
+}
+
+#[test]
 fn netns_not_ready_until_every_cluster_has_routes() {
     if !root_or_skip("netns_not_ready_until_every_cluster_has_routes") {
         return;
@@ -321,7 +415,7 @@ fn netns_not_ready_until_every_cluster_has_routes() {
         &log,
     );
     lab.wait_admin("/ready", "503 while no cluster has routes", |code, body| {
-        code == 503 && body.contains("no routes yet for clusters: sim")
+        code == 503 && body.contains("no routable brokers yet for clusters: sim")
     });
     lab.start_cloud();
     lab.wait_admin("/ready", "ready once discovery succeeded", |code, _| {

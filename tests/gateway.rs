@@ -535,7 +535,10 @@ fn admin_endpoints_answer() {
     let (status, body) = http_get(gw.admin, "/ready").unwrap();
     assert_eq!((status, body.as_str()), (200, "ready: 1 routes\n"));
     let (_, body) = http_get(gw.admin, "/routes").unwrap();
-    assert_eq!(body, "*.example.test -> {sni}:{port} [static]\n");
+    assert_eq!(
+        body,
+        "*.example.test -> {sni}:{port} [static] kind=static\n"
+    );
     assert_eq!(http_get(gw.admin, "/nope").unwrap().0, 404);
     let metrics = gw.metrics();
     // snigate_connections_total appears with its first closed connection.
@@ -546,6 +549,12 @@ fn admin_endpoints_answer() {
         "snigate_clienthello_bytes",
         "snigate_upstream_connect_seconds",
         "snigate_routes",
+        "snigate_route_bytes_total",
+        "snigate_config_reloads_total",
+        "snigate_build_info",
+        "process_open_fds",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
     ] {
         assert!(
             metrics.contains(&format!("# TYPE {name} ")),
@@ -553,4 +562,24 @@ fn admin_endpoints_answer() {
         );
     }
     assert_eq!(gw.metric("snigate_routes", &[]), 1.0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        gw.metric("snigate_build_info", &[("version", version)]),
+        1.0
+    );
+    assert!(gw.metric("process_open_fds", &[]) > 0.0);
+    // Every outcome's series exists at zero before any connection closed.
+    for outcome in [
+        "ok",
+        "reset",
+        "loop",
+        "denied_source",
+        "drained",
+        "over_limit",
+    ] {
+        assert!(
+            metrics.contains(&format!("snigate_connections_total{{listener=\"kafka\",outcome=\"{outcome}\",route=\"-\"}} 0")),
+            "{outcome}:\n{metrics}"
+        );
+    }
 }

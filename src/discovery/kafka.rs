@@ -14,17 +14,55 @@ use std::ffi::CStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Keeps the client's last error (e.g. an authentication failure) for the refresh report.
+/// Keeps the client's errors during one request (an authentication failure, say) for the
+/// refresh report.
 #[derive(Default)]
 pub struct Context {
-    last_error: Mutex<Option<String>>,
+    errors: Mutex<Vec<String>>,
+}
+
+/// True for an error that says the credentials were refused.
+fn is_auth(error: &str) -> bool {
+    error.contains("uthenticat") || error.contains("SASL")
+}
+
+impl Context {
+    fn clear(&self) {
+        if let Ok(mut e) = self.errors.lock() {
+            e.clear();
+        }
+    }
+
+    /// The most telling error seen: an authentication failure before anything else.
+    fn telling(&self) -> Option<String> {
+        let errors = self.errors.lock().ok()?;
+        errors
+            .iter()
+            .find(|e| is_auth(e))
+            .or_else(|| errors.last())
+            .cloned()
+    }
+
+    fn has_auth(&self) -> bool {
+        self.errors
+            .lock()
+            .is_ok_and(|e| e.iter().any(|x| is_auth(x)))
+    }
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(format!("{error}: {reason}"));
+        if let Ok(mut errors) = self.errors.lock() {
+            if errors.len() < 32 {
+                errors.push(format!("{error}: {reason}"));
+            }
         }
+    }
+
+    // librdkafka's own lines (one per broker and retry) go to debug: snigate reports each
+    // failed refresh itself, once, with the reason.
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log::debug!(target: "librdkafka", "{fac}: {log_message}");
     }
 }
 
@@ -68,9 +106,7 @@ impl MetadataClient {
     pub fn brokers(&self, timeout: Duration) -> Result<Vec<Broker>, SourceError> {
         // Client errors reach the context only when the handle is polled: drain old ones.
         self.producer.poll(Duration::ZERO);
-        if let Ok(mut last) = self.producer.context().last_error.lock() {
-            *last = None;
-        }
+        self.producer.context().clear();
         let mut md: *const rd::rd_kafka_metadata_t = std::ptr::null();
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: the handle is valid for the life of `self.producer`; `md` is freed below.
@@ -86,17 +122,19 @@ impl MetadataClient {
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || md.is_null() {
             // SAFETY: rd_kafka_err2str returns a static string.
             let what = unsafe { CStr::from_ptr(rd::rd_kafka_err2str(err)) }.to_string_lossy();
-            self.producer.poll(Duration::ZERO);
-            let last = self
-                .producer
-                .context()
-                .last_error
-                .lock()
-                .ok()
-                .and_then(|l| l.clone());
+            // The client's own errors reach the context only when polled, and an
+            // authentication failure may still be on its way: wait for it a little, so
+            // that the first failed refresh already names it.
+            let context = self.producer.context();
+            for _ in 0..20 {
+                self.producer.poll(Duration::from_millis(50));
+                if context.has_auth() {
+                    break;
+                }
+            }
             return Err(SourceError::Metadata {
                 what: what.into_owned(),
-                detail: last,
+                detail: context.telling(),
             });
         }
         let mut out = Vec::new();

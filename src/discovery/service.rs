@@ -38,6 +38,7 @@ pub struct ClusterService {
     upgrade: Option<UpgradeHook>,
     clock: Clock,
     last_conflicts: Mutex<Vec<String>>,
+    last_unroutable: Mutex<Vec<String>>,
 }
 
 impl ClusterService {
@@ -51,6 +52,7 @@ impl ClusterService {
             upgrade: None,
             clock: Arc::new(system_clock),
             last_conflicts: Mutex::new(Vec::new()),
+            last_unroutable: Mutex::new(Vec::new()),
         }
     }
 
@@ -93,6 +95,9 @@ impl ClusterService {
         metrics::LAST_SUCCESS
             .with_label_values(&[name])
             .set(now as i64);
+        metrics::IN_GRACE
+            .with_label_values(&[name])
+            .set(change.retained.len() as i64);
         if !change.is_empty() {
             log::info!(
                 "cluster {name}: routes changed: added [{}] removed [{}]",
@@ -112,12 +117,18 @@ impl ClusterService {
         metrics::UNROUTABLE
             .with_label_values(&[name])
             .set(missing.len() as i64);
-        if !missing.is_empty() && !upgrade {
+        let mut last_missing = self
+            .last_unroutable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !missing.is_empty() && !upgrade && *last_missing != missing {
             log::warn!(
                 "cluster {name}: advertised brokers that cannot be routed by SNI: [{}]",
                 missing.join(", ")
             );
         }
+        *last_missing = missing;
+        drop(last_missing);
         if upgrade {
             if let Some(hook) = &self.upgrade {
                 log::info!("cluster {name}: reload is `upgrade`; handing over to a new process");

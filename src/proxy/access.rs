@@ -1,6 +1,7 @@
-//! The access log: one line per connection when it closes, on the `snigate::access` log
-//! target, and its count in `snigate_connections_total`.
+//! One connection's record: its access-log line (see [`crate::access_log`]) and its count
+//! in `snigate_connections_total`.
 
+use crate::access_log::{self, Value};
 use crate::metrics;
 use crate::upstream;
 use snigate_core::outcome::Outcome;
@@ -9,15 +10,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The log target of access lines.
-pub const TARGET: &str = "snigate::access";
+/// Which side ended the connection first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closer {
+    /// The client closed (or reset) first.
+    Client,
+    /// The upstream did.
+    Upstream,
+    /// The gateway did: a refusal, a timeout, or the drain.
+    Gateway,
+}
+
+impl Closer {
+    /// The label in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closer::Client => "client",
+            Closer::Upstream => "upstream",
+            Closer::Gateway => "gateway",
+        }
+    }
+}
 
 /// What the access log says about one connection. Filled in as the connection goes.
 #[derive(Debug)]
 pub struct Record<'a> {
     /// The listener's name.
     pub listener: &'a str,
-    /// The client's address.
+    /// The client's address (from the PROXY protocol header when there is one).
     pub client: Option<SocketAddr>,
     /// The SNI, as sent.
     pub sni: Option<String>,
@@ -29,6 +49,8 @@ pub struct Record<'a> {
     pub local_port: u16,
     /// The upstream address connected to.
     pub upstream_addr: Option<SocketAddr>,
+    /// How long the upstream connect took.
+    pub connect_ms: Option<u64>,
     /// Bytes from the client to the upstream, the hello included.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -37,6 +59,8 @@ pub struct Record<'a> {
     pub started: Instant,
     /// How it ended.
     pub outcome: Outcome,
+    /// Which side ended it first.
+    pub closed_by: Option<Closer>,
     /// Why, for outcomes that need explaining.
     pub detail: Option<String>,
 }
@@ -52,58 +76,99 @@ impl<'a> Record<'a> {
             route: None,
             local_port: 0,
             upstream_addr: None,
+            connect_ms: None,
             bytes_up: 0,
             bytes_down: 0,
             started: Instant::now(),
             outcome: Outcome::Ok,
+            closed_by: None,
             detail: None,
         }
     }
 
-    /// Sets how the connection ended, and why.
+    /// Sets how the connection ended, and why; the gateway ended it.
     pub fn end(&mut self, outcome: Outcome, detail: impl Into<String>) {
         self.outcome = outcome;
         self.detail = Some(detail.into());
+        self.closed_by.get_or_insert(Closer::Gateway);
     }
 
-    /// Counts the connection and writes its access-log line (if that level is enabled).
-    pub fn finish(self, counters: &metrics::ConnectionCounters) {
-        counters.count(self.route.as_ref().map(|r| &r.label), self.outcome);
-        // TCP health checks and port probes stay out of the access log.
-        let level = if self.outcome == Outcome::Empty {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
-        if log::log_enabled!(target: TARGET, level) {
-            log::log!(target: TARGET, level, "{}", self.line());
+    /// Counts the connection (under its route's `series`, if it chose one) and writes its
+    /// access-log line.
+    pub fn finish(
+        self,
+        counters: &metrics::ConnectionCounters,
+        series: Option<&metrics::RouteSeries>,
+    ) {
+        counters.count(series, self.outcome);
+        if !access_log::wants(self.outcome) {
+            return;
         }
-    }
-
-    /// The text line.
-    pub fn line(&self) -> String {
-        let dash = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
-        let mut line = format!(
-            "client={} listener={} sni={} alpn={} route={} upstream={} upstream_addr={} bytes_up={} bytes_down={} duration_ms={} outcome={}",
-            dash(self.client),
-            self.listener,
-            self.sni.as_deref().unwrap_or("-"),
-            if self.alpn.is_empty() { "-" } else { &self.alpn },
-            self.route.as_ref().map_or("-", |r| &*r.label),
-            self.route.as_ref().map_or_else(
-                || "-".to_owned(),
-                |r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port)
-            ),
-            dash(self.upstream_addr),
-            self.bytes_up,
-            self.bytes_down,
-            self.started.elapsed().as_millis(),
-            self.outcome,
+        let (client, addr, target, duration) = (
+            self.client.map(|a| a.to_string()),
+            self.upstream_addr.map(|a| a.to_string()),
+            self.route
+                .as_ref()
+                .map(|r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port)),
+            self.started.elapsed().as_millis() as u64,
         );
-        if let Some(d) = &self.detail {
-            line.push_str(&format!(" detail={d:?}"));
+        access_log::write(
+            self.outcome,
+            &self.fields(&client, &addr, &target, duration),
+        );
+    }
+
+    fn fields<'f>(
+        &'f self,
+        client: &'f Option<String>,
+        addr: &'f Option<String>,
+        target: &'f Option<String>,
+        duration_ms: u64,
+    ) -> Vec<(&'f str, Value<'f>)> {
+        let text = |v: Option<&'f str>| Value::Text(v);
+        let mut fields = vec![
+            ("client", text(client.as_deref())),
+            ("listener", text(Some(self.listener))),
+            ("sni", text(self.sni.as_deref())),
+            (
+                "alpn",
+                text((!self.alpn.is_empty()).then_some(self.alpn.as_str())),
+            ),
+            ("route", text(self.route.as_ref().map(|r| &*r.label))),
+            ("upstream", text(target.as_deref())),
+            ("upstream_addr", text(addr.as_deref())),
+            ("bytes_up", Value::Number(self.bytes_up)),
+            ("bytes_down", Value::Number(self.bytes_down)),
+        ];
+        if let Some(ms) = self.connect_ms {
+            fields.push(("connect_ms", Value::Number(ms)));
         }
-        line
+        fields.push(("duration_ms", Value::Number(duration_ms)));
+        fields.push(("outcome", text(Some(self.outcome.as_str()))));
+        if let Some(c) = self.closed_by {
+            fields.push(("closed_by", text(Some(c.as_str()))));
+        }
+        if let Some(d) = &self.detail {
+            fields.push(("detail", text(Some(d))));
+        }
+        fields
+    }
+
+    /// The text line, as the access log writes it by default.
+    pub fn line(&self) -> String {
+        let client = self.client.map(|a| a.to_string());
+        let addr = self.upstream_addr.map(|a| a.to_string());
+        let target = self
+            .route
+            .as_ref()
+            .map(|r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port));
+        let fields = self.fields(
+            &client,
+            &addr,
+            &target,
+            self.started.elapsed().as_millis() as u64,
+        );
+        access_log::render(snigate_core::config::LogFormat::Text, &fields)
     }
 }
 
@@ -120,10 +185,12 @@ mod tests {
         let pattern = snigate_core::names::parse_pattern("*.example.test").unwrap();
         r.route = Some(Arc::new(Route::new(pattern, up)));
         r.local_port = 9092;
-        r.outcome = Outcome::ConnectFailed;
-        r.detail = Some("cannot connect to b0.test:9092: \"refused\"".into());
+        r.end(
+            Outcome::ConnectFailed,
+            "cannot connect to b0.example.test:9092: \"refused\"",
+        );
         let line = r.line();
         assert!(line.starts_with("client=10.1.2.3:50412 listener=kafka sni=b0.example.test alpn=h2,http/1.1 route=*.example.test upstream=b0.example.test:9092 upstream_addr=- bytes_up=0 bytes_down=0 duration_ms="), "{line}");
-        assert!(line.ends_with(" outcome=connect_failed detail=\"cannot connect to b0.test:9092: \\\"refused\\\"\""), "{line}");
+        assert!(line.ends_with(" outcome=connect_failed closed_by=gateway detail=\"cannot connect to b0.example.test:9092: \\\"refused\\\"\""), "{line}");
     }
 }

@@ -1,103 +1,29 @@
-//! One connection's life: take a slot under the connection limit, read the ClientHello,
-//! pick a route, connect, replay the hello, relay both ways, and log the outcome. Generic
-//! over the client stream, so that tests can drive it over an in-memory pipe.
+//! One connection's life: take a slot under the connection limit, read the PROXY header
+//! where the listener expects one and the ClientHello, pick a route, connect, replay the
+//! hello, relay both ways, and log the outcome. Generic over the client stream, so that
+//! tests can drive it over an in-memory pipe.
 
-use super::access::Record;
-use crate::drain::Drain;
-use crate::metrics;
+use super::access::{Closer, Record};
+use super::shared::Shared;
+use super::stream::ClientStream;
+use crate::metrics::{self, RouteSeries};
 use crate::peek::{self, PeekError};
-use crate::relay::{self, RelayEnd, Totals};
-use crate::routes::RouteStore;
+use crate::relay::Totals;
 use crate::upstream;
-use arc_swap::ArcSwap;
 use pingora_core::server::ShutdownWatch;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use snigate_core::config::{Limits, ListenerConfig};
-use snigate_core::names::SniPattern;
 use snigate_core::outcome::Outcome;
-use snigate_core::routes::Route;
-use std::collections::HashMap;
-use std::future::Future;
+use snigate_core::proxy_protocol;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A fatal TLS alert, `unrecognized_name` (112), sent in clear before closing a connection
 /// whose SNI has no route, so that the client reports a clear error instead of a bare EOF.
 pub const ALERT_UNRECOGNIZED_NAME: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 112];
-
-/// The settings a config reload may change, read once per connection.
-#[derive(Debug)]
-struct Live {
-    limits: Limits,
-    /// Each listener's fallback, as a route labelled `fallback`.
-    fallbacks: HashMap<String, Arc<Route>>,
-}
-
-impl Live {
-    fn new(limits: Limits, listeners: &[ListenerConfig]) -> Self {
-        let fallbacks = listeners
-            .iter()
-            .filter_map(|l| {
-                let upstream = l.fallback.clone()?;
-                let mut route = Route::new(SniPattern::Exact(String::new()), upstream);
-                route.label = Arc::from(metrics::FALLBACK_LABEL);
-                Some((l.name.clone(), Arc::new(route)))
-            })
-            .collect();
-        Live { limits, fallbacks }
-    }
-}
-
-/// Settings and state shared by every listener.
-#[derive(Debug)]
-pub struct Shared {
-    /// The live route table.
-    pub routes: Arc<RouteStore>,
-    /// The drain schedule for when the worker stops.
-    pub drain: Drain,
-    live: ArcSwap<Live>,
-    active: AtomicUsize,
-}
-
-impl Shared {
-    /// Builds the shared state; `grace` is how long a drain may take.
-    pub fn new(
-        limits: Limits,
-        listeners: &[ListenerConfig],
-        routes: Arc<RouteStore>,
-        grace: Duration,
-    ) -> Self {
-        Shared {
-            routes,
-            drain: Drain::new(grace),
-            live: ArcSwap::from_pointee(Live::new(limits, listeners)),
-            active: AtomicUsize::new(0),
-        }
-    }
-
-    /// Connections open now, across listeners.
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
-    }
-
-    /// The limits new connections get.
-    pub fn limits(&self) -> Limits {
-        self.live.load().limits
-    }
-
-    /// Replaces the limits and the listeners' fallbacks for new connections.
-    pub fn set_live(&self, limits: Limits, listeners: &[ListenerConfig]) {
-        self.live.store(Arc::new(Live::new(limits, listeners)));
-    }
-
-    fn fallback(&self, listener: &str) -> Option<Arc<Route>> {
-        self.live.load().fallbacks.get(listener).cloned()
-    }
-}
 
 /// One listener's metric series, resolved once instead of per connection.
 #[derive(Debug)]
@@ -107,44 +33,6 @@ struct ListenerMetrics {
     bytes_down: IntCounter,
     connect_latency: Histogram,
     connections: metrics::ConnectionCounters,
-}
-
-/// A client connection: any stream, and a TCP stream takes the splice path. Each kind
-/// brings only its own relay, so a TCP connection's task never reserves space for the
-/// portable one.
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized {
-    /// Relays between this client and `upstream` until the connection ends.
-    fn relay<'a>(
-        self,
-        upstream: TcpStream,
-        idle: Duration,
-        counters: (&'a IntCounter, &'a IntCounter),
-        totals: &'a Totals,
-    ) -> impl Future<Output = RelayEnd> + Send + 'a;
-}
-
-impl ClientStream for TcpStream {
-    async fn relay<'a>(
-        self,
-        upstream: TcpStream,
-        idle: Duration,
-        counters: (&'a IntCounter, &'a IntCounter),
-        totals: &'a Totals,
-    ) -> RelayEnd {
-        relay::relay_tcp(&self, &upstream, idle, counters, totals).await
-    }
-}
-
-impl ClientStream for tokio::io::DuplexStream {
-    fn relay<'a>(
-        self,
-        upstream: TcpStream,
-        idle: Duration,
-        counters: (&'a IntCounter, &'a IntCounter),
-        totals: &'a Totals,
-    ) -> impl Future<Output = RelayEnd> + Send + 'a {
-        relay::relay(self, upstream, idle, counters, totals)
-    }
 }
 
 /// Handles the connections of one listener.
@@ -210,6 +98,23 @@ impl Handler {
         self.handle(stream, Some(peer), port, Some(shutdown)).await;
     }
 
+    /// True when `client` may use this listener (its `allow` list, if any).
+    fn allowed(&self, client: Option<SocketAddr>) -> bool {
+        let allow = &self.listener.allow;
+        allow.is_empty() || client.is_some_and(|c| allow.iter().any(|r| r.contains(c.ip())))
+    }
+
+    fn deny(&self, rec: &mut Record<'_>) {
+        let who = rec
+            .client
+            .map_or_else(|| "an unknown client".to_owned(), |c| c.ip().to_string());
+        let detail = format!(
+            "{who} is not in listener {}'s allow list",
+            self.listener.name
+        );
+        rec.end(Outcome::DeniedSource, detail);
+    }
+
     /// Runs one client connection to its end, and logs it. `local_port` is the port the
     /// client connected to, for `{port}` upstreams. With `shutdown`, the connection is
     /// closed at its turn in the drain once the worker stops.
@@ -223,15 +128,30 @@ impl Handler {
         let limits = self.shared.limits();
         let mut rec = Record::new(&self.listener.name, client);
         rec.local_port = local_port;
+        // Without a PROXY header to wait for, a source outside the allow list is closed
+        // before a byte is read.
+        if !self.listener.proxy_protocol && !self.allowed(client) {
+            self.deny(&mut rec);
+            rec.finish(&self.metrics.connections, None);
+            return;
+        }
         let Some(_slot) = Slot::acquire(&self.shared, &self.metrics.active, limits.max_connections)
         else {
             let detail = format!("max_connections ({}) reached", limits.max_connections);
             rec.end(Outcome::OverLimit, detail);
-            rec.finish(&self.metrics.connections);
+            rec.finish(&self.metrics.connections, None);
             return;
         };
         let totals = Totals::default();
-        let served = self.serve(client_io, &mut rec, &totals, limits, local_port);
+        let mut series = None;
+        let served = self.serve(
+            client_io,
+            &mut rec,
+            &mut series,
+            &totals,
+            limits,
+            local_port,
+        );
         match shutdown {
             Some(shutdown) => {
                 let turn = self.shared.drain.turn(shutdown, || self.shared.active());
@@ -246,39 +166,62 @@ impl Handler {
         }
         rec.bytes_up = totals.up.into_inner();
         rec.bytes_down = totals.down.into_inner();
-        rec.finish(&self.metrics.connections);
+        rec.finish(&self.metrics.connections, series.as_deref());
+    }
+
+    fn reject(&self, rec: &mut Record<'_>, e: PeekError) {
+        if let PeekError::Closed { received: 0 } = e {
+            rec.outcome = Outcome::Empty;
+            rec.closed_by = Some(Closer::Client);
+            return;
+        }
+        let reason = e.reason();
+        metrics::REJECTS
+            .with_label_values(&[&self.listener.name, reason.as_str()])
+            .inc();
+        if matches!(e, PeekError::Closed { .. }) {
+            rec.closed_by = Some(Closer::Client);
+        }
+        rec.end(Outcome::ClientHelloRejected, e.to_string());
     }
 
     async fn serve<S: ClientStream>(
         &self,
         mut client_io: S,
         rec: &mut Record<'_>,
+        series: &mut Option<Arc<RouteSeries>>,
         totals: &Totals,
         limits: Limits,
         local_port: u16,
     ) {
         let name = self.listener.name.as_str();
         let deadline = tokio::time::Instant::now() + limits.clienthello_timeout;
-        let peeked = match peek::read_client_hello(&mut client_io, deadline).await {
-            Ok(p) => p,
-            Err(PeekError::Closed { received: 0 }) => {
-                rec.outcome = Outcome::Empty;
-                return;
+        let mut buf = Vec::with_capacity(1024);
+        let (mut start, mut reached) = (0, None);
+        if self.listener.proxy_protocol {
+            match peek::read_proxy_header(&mut client_io, &mut buf, deadline).await {
+                Ok(h) => {
+                    start = h.len;
+                    if let Some((client, local)) = h.addresses {
+                        rec.client = Some(client);
+                        reached = Some(local);
+                    }
+                }
+                Err(e) => return self.reject(rec, e),
             }
-            Err(e) => {
-                let reason = e.reason();
-                metrics::REJECTS
-                    .with_label_values(&[name, reason.as_str()])
-                    .inc();
-                rec.end(Outcome::ClientHelloRejected, e.to_string());
-                return;
+            if !self.allowed(rec.client) {
+                return self.deny(rec);
             }
-        };
-        let mut peeked = peeked;
-        metrics::HELLO_SIZE.observe(peeked.hello.hello_len as f64);
-        rec.sni = peeked.hello.sni.take();
-        if !peeked.hello.alpn.is_empty() {
-            rec.alpn = peeked.hello.alpn.join(",");
+        }
+        let mut hello =
+            match peek::read_client_hello(&mut client_io, &mut buf, start, deadline).await {
+                Ok(h) => h,
+                Err(e) => return self.reject(rec, e),
+            };
+        metrics::HELLO_SIZE.observe(hello.hello_len as f64);
+        rec.sni = hello.sni.take();
+        if !hello.alpn.is_empty() {
+            rec.alpn = hello.alpn.join(",");
         }
 
         let table = self.shared.routes.load();
@@ -302,9 +245,9 @@ impl Handler {
                 log::debug!("cannot send the alert to {:?}: {e}", rec.client);
             }
             let _ = client_io.shutdown().await;
-            rec.end(outcome, detail);
-            return;
+            return rec.end(outcome, detail);
         };
+        let route_series = self.metrics.connections.route(&route.label);
         // Boxed: connecting needs more state than the rest of the connection's life, and
         // only for a moment; an idle connection should not carry its space.
         let connected = Box::pin(upstream::connect(
@@ -312,40 +255,66 @@ impl Handler {
             rec.sni.as_deref(),
             local_port,
             limits.connect_timeout,
+            &self.shared.loop_guard,
         ))
         .await;
+        let send_proxy = route.send_proxy;
         rec.route = Some(route);
+        *series = Some(route_series.clone());
         let connected = match connected {
             Ok(c) => c,
             Err(e) => {
-                rec.end(e.outcome(), e.to_string());
-                return;
+                if let upstream::ConnectError::Loop { addr, .. } = &e {
+                    let sni = rec.sni.as_deref().unwrap_or("-");
+                    if self.shared.first_loop(sni) {
+                        log::error!("refusing SNI {sni}: {e} (logged once per name; connections to {addr} are counted as outcome loop)");
+                    }
+                }
+                return rec.end(e.outcome(), e.to_string());
             }
         };
         self.metrics
             .connect_latency
             .observe(connected.elapsed.as_secs_f64());
+        rec.connect_ms = Some(connected.elapsed.as_millis() as u64);
         rec.upstream_addr = Some(connected.addr);
-        let mut upstream_io = connected.stream;
+        let mut upstream_io: TcpStream = connected.stream;
 
-        let counters = (&self.metrics.bytes_up, &self.metrics.bytes_down);
-        if let Err(e) = upstream_io.write_all(&peeked.bytes).await {
-            rec.end(
+        let hello_bytes = &buf[start.min(buf.len())..];
+        let written = match send_proxy {
+            Some(version) => {
+                let local = reached
+                    .or_else(|| client_io.local_addr())
+                    .unwrap_or(self.listener.address);
+                let client = rec.client.unwrap_or(local);
+                let mut first = proxy_protocol::header(version, client, local);
+                first.extend_from_slice(hello_bytes);
+                upstream_io.write_all(&first).await
+            }
+            None => upstream_io.write_all(hello_bytes).await,
+        };
+        if let Err(e) = written {
+            rec.closed_by = Some(Closer::Upstream);
+            return rec.end(
                 Outcome::RelayError,
                 format!("cannot replay the ClientHello: {e}"),
             );
-            return;
         }
-        counters.0.inc_by(peeked.bytes.len() as u64);
-        totals
-            .up
-            .fetch_add(peeked.bytes.len() as u64, Ordering::Relaxed);
-        drop(peeked);
+        let replayed = hello_bytes.len() as u64;
+        self.metrics.bytes_up.inc_by(replayed);
+        route_series.bytes_up.inc_by(replayed);
+        totals.up.fetch_add(replayed, Ordering::Relaxed);
+        drop(buf);
 
+        let counters = (
+            [&self.metrics.bytes_up, &route_series.bytes_up],
+            [&self.metrics.bytes_down, &route_series.bytes_down],
+        );
         let end = client_io
             .relay(upstream_io, limits.idle_timeout, counters, totals)
             .await;
         rec.outcome = end.outcome();
+        rec.closed_by = Some(end.closer());
     }
 }
 

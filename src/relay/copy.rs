@@ -1,7 +1,7 @@
 //! The portable relay: copying through user-space buffers, for any pair of streams (the
 //! in-process tests use it over in-memory pipes). TCP to TCP uses [`super::splice`].
 
-use super::{Activity, RelayEnd, Totals};
+use super::{Activity, RelayEnd, Side, Totals};
 use prometheus::IntCounter;
 use std::io;
 use std::pin::Pin;
@@ -17,7 +17,7 @@ pub const BUFFER_SIZE: usize = 16 * 1024;
 struct Metered<'a, S> {
     inner: S,
     total: &'a AtomicU64,
-    counter: &'a IntCounter,
+    counters: [&'a IntCounter; 2],
     activity: &'a Activity,
 }
 
@@ -32,7 +32,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
             self.total.fetch_add(n, Ordering::Relaxed);
-            self.counter.inc_by(n);
+            for c in self.counters {
+                c.inc_by(n);
+            }
             self.activity.touch();
         }
         res
@@ -63,7 +65,7 @@ pub async fn relay<C, U>(
     client: C,
     upstream: U,
     idle: Duration,
-    (up_counter, down_counter): (&IntCounter, &IntCounter),
+    (up_counters, down_counters): super::splice::Counters<'_>,
     totals: &Totals,
 ) -> RelayEnd
 where
@@ -74,13 +76,13 @@ where
     let mut client = Metered {
         inner: client,
         total: &totals.up,
-        counter: up_counter,
+        counters: up_counters,
         activity: &activity,
     };
     let mut upstream = Metered {
         inner: upstream,
         total: &totals.down,
-        counter: down_counter,
+        counters: down_counters,
         activity: &activity,
     };
     {
@@ -91,7 +93,10 @@ where
             BUFFER_SIZE,
         );
         tokio::select! {
-            res = copy => if res.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
+            res = copy => match res {
+                Ok(_) => RelayEnd::Closed(Side::Client),
+                Err(e) => RelayEnd::from_error(Side::Client, &e),
+            },
             _ = activity.idle(idle) => RelayEnd::Idle,
         }
     }
@@ -113,7 +118,14 @@ mod tests {
         let (up, down) = (counter(), counter());
         let relay = tokio::spawn(async move {
             let totals = Totals::default();
-            let end = relay(c_gw, u_gw, Duration::from_secs(5), (&up, &down), &totals).await;
+            let end = relay(
+                c_gw,
+                u_gw,
+                Duration::from_secs(5),
+                ([&up, &up], [&down, &down]),
+                &totals,
+            )
+            .await;
             (end, totals)
         });
         let (mut cr, mut cw) = tokio::io::split(c_app);
@@ -131,7 +143,7 @@ mod tests {
         let (end, totals) = relay.await.unwrap();
         let moved = (totals.up.into_inner(), totals.down.into_inner());
         assert_eq!(moved, (7, 15));
-        assert_eq!(end, RelayEnd::Closed);
+        assert_eq!(end, RelayEnd::Closed(Side::Client));
     }
 
     #[tokio::test(start_paused = true)]
@@ -140,7 +152,14 @@ mod tests {
         let (u_gw, _u_app) = tokio::io::duplex(1024);
         let (up, down) = (counter(), counter());
         let totals = Totals::default();
-        let end = relay(c_gw, u_gw, Duration::from_secs(60), (&up, &down), &totals).await;
+        let end = relay(
+            c_gw,
+            u_gw,
+            Duration::from_secs(60),
+            ([&up, &up], [&down, &down]),
+            &totals,
+        )
+        .await;
         assert_eq!(end, RelayEnd::Idle);
     }
 }

@@ -15,31 +15,65 @@ pub mod pipe;
 pub mod splice;
 
 pub use copy::relay;
-pub use splice::relay_tcp;
+pub use splice::{relay_tcp, Counters};
 
+use crate::proxy::access::Closer;
 use snigate_core::outcome::Outcome;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// One end of a relayed connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The upstream.
+    Upstream,
+}
+
 /// How a relay ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayEnd {
-    /// Both sides closed.
-    Closed,
+    /// Both sides closed; this one first.
+    Closed(Side),
     /// Nothing moved for the idle timeout.
     Idle,
-    /// A socket error on either side.
-    Error,
+    /// This side reset the connection (ECONNRESET, or EPIPE writing to it).
+    Reset(Side),
+    /// Another socket error on this side.
+    Error(Side),
 }
 
 impl RelayEnd {
     /// The connection's outcome.
     pub fn outcome(self) -> Outcome {
         match self {
-            RelayEnd::Closed => Outcome::Ok,
+            RelayEnd::Closed(_) => Outcome::Ok,
             RelayEnd::Idle => Outcome::IdleTimeout,
-            RelayEnd::Error => Outcome::RelayError,
+            RelayEnd::Reset(_) => Outcome::Reset,
+            RelayEnd::Error(_) => Outcome::RelayError,
+        }
+    }
+
+    /// Which side ended the connection first.
+    pub fn closer(self) -> Closer {
+        match self {
+            RelayEnd::Closed(s) | RelayEnd::Reset(s) | RelayEnd::Error(s) => match s {
+                Side::Client => Closer::Client,
+                Side::Upstream => Closer::Upstream,
+            },
+            RelayEnd::Idle => Closer::Gateway,
+        }
+    }
+
+    /// The end for a socket error on `side`.
+    pub fn from_error(side: Side, e: &std::io::Error) -> RelayEnd {
+        match e.kind() {
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                RelayEnd::Reset(side)
+            }
+            _ => RelayEnd::Error(side),
         }
     }
 }

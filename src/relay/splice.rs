@@ -5,7 +5,7 @@
 //! pipe and no buffer.
 
 use super::pipe::{self, Pipe};
-use super::{Activity, RelayEnd, Totals};
+use super::{Activity, RelayEnd, Side, Totals};
 use prometheus::IntCounter;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -31,19 +31,30 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// One direction: what it counts into.
+/// One direction: what it counts into, and which side is its source.
 struct Meter<'a> {
-    counter: &'a IntCounter,
+    counters: [&'a IntCounter; 2],
     total: &'a AtomicU64,
     activity: &'a Activity,
+    source: Side,
 }
 
 impl Meter<'_> {
     fn add(&self, n: usize) {
         let n = n as u64;
-        self.counter.inc_by(n);
+        for c in self.counters {
+            c.inc_by(n);
+        }
         self.total.fetch_add(n, Ordering::Relaxed);
         self.activity.touch();
+    }
+
+    /// The side a write error belongs to: this direction's destination.
+    fn destination(&self) -> Side {
+        match self.source {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
     }
 }
 
@@ -69,20 +80,22 @@ impl Direction {
         dst: &TcpStream,
         meter: &Meter<'_>,
         other_ended: bool,
-    ) -> Poll<io::Result<()>> {
+    ) -> Poll<Result<(), (Side, io::Error)>> {
+        let (src_side, dst_side) = (meter.source, meter.destination());
         loop {
             if self.pending > 0 {
                 let Some(pipe) = &self.pipe else {
-                    return Poll::Ready(Err(io::Error::other("bytes pending without a pipe")));
+                    let e = io::Error::other("bytes pending without a pipe");
+                    return Poll::Ready(Err((dst_side, e)));
                 };
                 let (from, to) = (pipe.read_fd(), dst.as_raw_fd());
                 match dst.try_io(Interest::WRITABLE, || splice(from, to, self.pending)) {
-                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(0) => return Poll::Ready(Err((dst_side, io::ErrorKind::WriteZero.into()))),
                     Ok(n) => self.pending -= n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        ready!(dst.poll_write_ready(cx))?;
+                        ready!(dst.poll_write_ready(cx)).map_err(|e| (dst_side, e))?;
                     }
-                    Err(e) => return Poll::Ready(Err(e)),
+                    Err(e) => return Poll::Ready(Err((dst_side, e))),
                 }
                 continue;
             }
@@ -90,8 +103,8 @@ impl Direction {
                 return Poll::Ready(Ok(()));
             }
             if self.pipe.is_none() {
-                ready!(src.poll_read_ready(cx))?;
-                self.pipe = Some(pipe::take()?);
+                ready!(src.poll_read_ready(cx)).map_err(|e| (src_side, e))?;
+                self.pipe = Some(pipe::take().map_err(|e| (src_side, e))?);
             }
             let Some(pipe) = &self.pipe else {
                 continue;
@@ -115,9 +128,9 @@ impl Direction {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Nothing more to read: the pipe is empty, give it back.
                     self.give_back();
-                    ready!(src.poll_read_ready(cx))?;
+                    ready!(src.poll_read_ready(cx)).map_err(|e| (src_side, e))?;
                 }
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Poll::Ready(Err((src_side, e))),
             }
         }
     }
@@ -131,47 +144,59 @@ impl Direction {
     }
 }
 
+/// Counters for each direction: `up` (client to upstream) and `down`, each a pair such as
+/// the listener's and the route's.
+pub type Counters<'a> = ([&'a IntCounter; 2], [&'a IntCounter; 2]);
+
 /// Relays between two TCP sockets until both directions have ended, either fails, or
 /// `idle` passes with no bytes either way. Counters and `totals` get each chunk.
 pub async fn relay_tcp(
     client: &TcpStream,
     upstream: &TcpStream,
     idle: Duration,
-    (up_counter, down_counter): (&IntCounter, &IntCounter),
+    (up_counters, down_counters): Counters<'_>,
     totals: &Totals,
 ) -> RelayEnd {
     let activity = Activity::new();
     let up_meter = Meter {
-        counter: up_counter,
+        counters: up_counters,
         total: &totals.up,
         activity: &activity,
+        source: Side::Client,
     };
     let down_meter = Meter {
-        counter: down_counter,
+        counters: down_counters,
         total: &totals.down,
         activity: &activity,
+        source: Side::Upstream,
     };
     let (mut up, mut down) = (Direction::default(), Direction::default());
     let (mut up_done, mut down_done) = (false, false);
+    let mut first = None;
     let both = std::future::poll_fn(|cx| {
         if !up_done {
             match up.poll(cx, client, upstream, &up_meter, down_done) {
-                Poll::Ready(Ok(())) => up_done = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(RelayEnd::Error),
+                Poll::Ready(Ok(())) => {
+                    up_done = true;
+                    first.get_or_insert(Side::Client);
+                }
+                Poll::Ready(Err((side, e))) => return Poll::Ready(RelayEnd::from_error(side, &e)),
                 Poll::Pending => {}
             }
         }
         if !down_done {
             match down.poll(cx, upstream, client, &down_meter, up_done) {
-                Poll::Ready(Ok(())) => down_done = true,
-                Poll::Ready(Err(_)) => return Poll::Ready(RelayEnd::Error),
+                Poll::Ready(Ok(())) => {
+                    down_done = true;
+                    first.get_or_insert(Side::Upstream);
+                }
+                Poll::Ready(Err((side, e))) => return Poll::Ready(RelayEnd::from_error(side, &e)),
                 Poll::Pending => {}
             }
         }
-        if up_done && down_done {
-            Poll::Ready(RelayEnd::Closed)
-        } else {
-            Poll::Pending
+        match first {
+            Some(side) if up_done && down_done => Poll::Ready(RelayEnd::Closed(side)),
+            _ => Poll::Pending,
         }
     });
     tokio::select! {
@@ -209,7 +234,7 @@ mod tests {
                 &client_gw,
                 &upstream_gw,
                 Duration::from_secs(5),
-                (&up, &down),
+                ([&up, &up], [&down, &down]),
                 &totals,
             )
             .await;
@@ -227,7 +252,10 @@ mod tests {
         client_app.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"reply after eof");
         let (end, up_bytes, down_bytes) = relay.await.unwrap();
-        assert_eq!((end, up_bytes, down_bytes), (RelayEnd::Closed, 3 << 20, 15));
+        assert_eq!(
+            (end, up_bytes, down_bytes),
+            (RelayEnd::Closed(Side::Client), 3 << 20, 15)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -240,7 +268,7 @@ mod tests {
             &client_gw,
             &upstream_gw,
             Duration::from_secs(60),
-            (&up, &down),
+            ([&up, &up], [&down, &down]),
             &totals,
         )
         .await;

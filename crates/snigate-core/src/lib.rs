@@ -11,16 +11,20 @@
 //! - [`config`]: the YAML file, `${ENV}` expansion, validation into typed values, errors.
 //! - [`drain`]: when each open connection closes as a process stops.
 //! - [`outcome`]: how a connection ended, and why a ClientHello was refused.
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, read and written.
+//! - [`cidr`]: address ranges for listeners' `allow` lists.
 
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod cidr;
 pub mod clienthello;
 pub mod config;
 pub mod discovery;
 pub mod drain;
 pub mod names;
 pub mod outcome;
+pub mod proxy_protocol;
 pub mod routes;

@@ -29,11 +29,18 @@ pub enum Outcome {
     Empty,
     /// Closed by the gateway while it drained after an upgrade or a stop.
     Drained,
+    /// A peer reset the connection while it was relayed (a TLS 1.3 client that closes
+    /// with unread session tickets does this).
+    Reset,
+    /// The route's upstream is one of the gateway's own listeners: refused, never dialled.
+    Loop,
+    /// The client's address is not in its listener's `allow` list.
+    DeniedSource,
 }
 
 impl Outcome {
     /// Every outcome, in the order the README lists them.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::IdleTimeout,
         Outcome::RelayError,
@@ -45,6 +52,9 @@ impl Outcome {
         Outcome::OverLimit,
         Outcome::Empty,
         Outcome::Drained,
+        Outcome::Reset,
+        Outcome::Loop,
+        Outcome::DeniedSource,
     ];
 
     /// This outcome's position in [`Outcome::ALL`].
@@ -66,6 +76,9 @@ impl Outcome {
             Outcome::OverLimit => "over_limit",
             Outcome::Empty => "empty",
             Outcome::Drained => "drained",
+            Outcome::Reset => "reset",
+            Outcome::Loop => "loop",
+            Outcome::DeniedSource => "denied_source",
         }
     }
 
@@ -80,6 +93,8 @@ impl Outcome {
                 | Outcome::ResolveFailed
                 | Outcome::ConnectFailed
                 | Outcome::Drained
+                | Outcome::Reset
+                | Outcome::Loop
         )
     }
 }
@@ -101,11 +116,13 @@ pub enum RejectReason {
     ClosedEarly,
     /// A socket error while reading the hello.
     IoError,
+    /// The listener expects a PROXY protocol header and got none, or a malformed one.
+    ProxyProtocol,
 }
 
 impl RejectReason {
     /// Every reason, for creating metric series at zero.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Hello(Reject::NotTls),
         RejectReason::Hello(Reject::SslV2),
         RejectReason::Hello(Reject::BadRecord),
@@ -117,6 +134,7 @@ impl RejectReason {
         RejectReason::Timeout,
         RejectReason::ClosedEarly,
         RejectReason::IoError,
+        RejectReason::ProxyProtocol,
     ];
 
     /// The label used in the access log and in metrics.
@@ -126,6 +144,7 @@ impl RejectReason {
             RejectReason::Timeout => "timeout",
             RejectReason::ClosedEarly => "closed_early",
             RejectReason::IoError => "io_error",
+            RejectReason::ProxyProtocol => "proxy_protocol",
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Route {
     pub kind: RouteKind,
     /// For a discovered route, the Unix time its cluster last advertised the name.
     pub last_seen: Option<u64>,
+    /// The PROXY protocol header the upstream gets before the ClientHello, if any.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// What a route is for: a static route from the config, or one of the names discovery
@@ -75,6 +77,7 @@ impl Route {
             origin: Arc::from("static"),
             kind: RouteKind::Static,
             last_seen: None,
+            send_proxy: None,
         }
     }
 
@@ -161,10 +164,23 @@ impl RouteTable {
 
     /// True when both tables hold the same routes (patterns, upstreams and origins).
     pub fn same_routes(&self, other: &RouteTable) -> bool {
-        let key = |t: &RouteTable| -> Vec<(SniPattern, Upstream, Arc<str>)> {
+        type Key = (
+            SniPattern,
+            Upstream,
+            Arc<str>,
+            Option<crate::proxy_protocol::Version>,
+        );
+        let key = |t: &RouteTable| -> Vec<Key> {
             t.routes()
                 .into_iter()
-                .map(|r| (r.pattern.clone(), r.upstream.clone(), r.origin.clone()))
+                .map(|r| {
+                    (
+                        r.pattern.clone(),
+                        r.upstream.clone(),
+                        r.origin.clone(),
+                        r.send_proxy,
+                    )
+                })
                 .collect()
         };
         self.len() == other.len() && key(self) == key(other)

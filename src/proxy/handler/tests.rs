@@ -3,8 +3,9 @@
 //! metric series are its own.
 
 use super::*;
+use crate::routes::RouteStore;
 use snigate_core::names::{parse_pinned, parse_upstream, SniPattern};
-use snigate_core::routes::RouteTable;
+use snigate_core::routes::{Route, RouteTable};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, DuplexStream};
 use tokio::net::TcpListener;
@@ -52,11 +53,7 @@ fn start(
     let mut up = parse_upstream(&format!("{sni}:{}", to.port())).unwrap();
     up.pinned = vec![parse_pinned(&to.ip().to_string()).unwrap()];
     let table = RouteTable::new([Route::new(SniPattern::Exact(sni.into()), up)]).unwrap();
-    let listener = ListenerConfig {
-        name: name.into(),
-        address: "127.0.0.1:9092".parse().unwrap(),
-        fallback: None,
-    };
+    let listener = ListenerConfig::new(name, "127.0.0.1:9092".parse().unwrap());
     let store = Arc::new(RouteStore::new(table));
     let shared = Arc::new(Shared::new(
         limits,

@@ -42,16 +42,20 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
         ..Changes::default()
     };
     let same_listeners = o.listeners.len() == n.listeners.len()
-        && o.listeners
-            .iter()
-            .zip(&n.listeners)
-            .all(|(a, b)| a.name == b.name && a.address == b.address);
+        && o.listeners.iter().zip(&n.listeners).all(|(a, b)| {
+            a.name == b.name
+                && a.address == b.address
+                && a.proxy_protocol == b.proxy_protocol
+                && a.allow == b.allow
+        });
     if same_listeners {
         c.fallbacks = o
             .listeners
             .iter()
             .zip(&n.listeners)
-            .filter(|(a, b)| a.fallback != b.fallback)
+            .filter(|(a, b)| {
+                a.fallback != b.fallback || a.fallback_send_proxy != b.fallback_send_proxy
+            })
             .map(|(_, b)| b.name.clone())
             .collect();
     } else {
@@ -68,6 +72,9 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
     }
     if o.reload != n.reload {
         c.need_upgrade.push("gateway.reload");
+    }
+    if o.access_log != n.access_log {
+        c.need_upgrade.push("gateway.access_log");
     }
     if old.server != new.server {
         c.need_upgrade.push("Pingora's server settings");

@@ -98,6 +98,26 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: NameError,
     },
+    /// A value that is not one of the allowed words.
+    #[error("{key}: {shown} is not one of {expected}")]
+    Choice {
+        /// The key path.
+        key: String,
+        /// The value, unless it came from the environment.
+        shown: Shown,
+        /// What is allowed.
+        expected: &'static str,
+    },
+    /// An address range that does not parse.
+    #[error("{key}: invalid address range {shown}: {source}")]
+    Range {
+        /// The key path.
+        key: String,
+        /// The value, unless it came from the environment.
+        shown: Shown,
+        /// What is wrong with it.
+        source: crate::cidr::CidrError,
+    },
     /// Two listeners or two clusters with one name.
     #[error("{key} `{name}` is already used by {other}; give each its own name")]
     DuplicateName {

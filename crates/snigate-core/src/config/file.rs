@@ -45,6 +45,18 @@ pub struct FileGateway {
     /// How a route change is applied: `live` (swap in place) or `upgrade`.
     #[serde(default)]
     pub reload: ReloadMode,
+    /// Where and how access lines are written.
+    pub access_log: Option<FileAccessLog>,
+}
+
+/// `access_log:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    /// `text` (the default) or `json`.
+    pub format: Option<String>,
+    /// A file to append to, instead of stderr.
+    pub path: Option<String>,
 }
 
 /// How discovered route changes are applied.
@@ -68,6 +80,12 @@ pub struct FileListener {
     pub address: String,
     /// Upstream for connections whose SNI matches nothing or that send none.
     pub fallback: Option<String>,
+    /// `v1` or `v2`: send the fallback a PROXY protocol header first.
+    pub fallback_send_proxy: Option<String>,
+    /// `accept`: every connection starts with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Option<String>,
+    /// Client address ranges allowed to connect; without it, every source is.
+    pub allow: Option<Vec<String>>,
 }
 
 /// One entry of `routes:`.
@@ -81,6 +99,8 @@ pub struct FileRoute {
     /// Fixed addresses to connect to instead of resolving the upstream host.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// `v1` or `v2`: send the upstream a PROXY protocol header first.
+    pub send_proxy: Option<String>,
 }
 
 /// `admin:`.

@@ -14,7 +14,9 @@ mod validate;
 pub use error::{ConfigError, Shown};
 pub use file::ReloadMode;
 
+use crate::cidr::Cidr;
 use crate::names::Upstream;
+use crate::proxy_protocol::Version;
 use crate::routes::RouteTable;
 use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
@@ -48,6 +50,27 @@ pub struct GatewayConfig {
     pub state_file: Option<PathBuf>,
     /// How discovered route changes are applied.
     pub reload: ReloadMode,
+    /// Where and how access lines are written.
+    pub access_log: AccessLogConfig,
+}
+
+/// Access-log settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// One line per connection as text, or one JSON object.
+    pub format: LogFormat,
+    /// A file to append to (reopened on SIGUSR1); `None` writes to stderr.
+    pub path: Option<PathBuf>,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Deadlines and limits that apply to each new connection.
@@ -72,6 +95,26 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Upstream for unmatched SNI and for clients that send none.
     pub fallback: Option<Upstream>,
+    /// The PROXY protocol header the fallback gets, if any.
+    pub fallback_send_proxy: Option<Version>,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Client address ranges allowed; empty allows every source.
+    pub allow: Vec<Cidr>,
+}
+
+impl ListenerConfig {
+    /// A plain listener: no fallback, no PROXY protocol, every source allowed.
+    pub fn new(name: impl Into<String>, address: SocketAddr) -> Self {
+        ListenerConfig {
+            name: name.into(),
+            address,
+            fallback: None,
+            fallback_send_proxy: None,
+            proxy_protocol: false,
+            allow: Vec::new(),
+        }
+    }
 }
 
 /// One cluster whose brokers are discovered from its metadata.
@@ -134,10 +177,28 @@ impl Config {
         Config::from_yaml_with(text, &env::process_env)
     }
 
+    /// Like [`Config::load`], but a credential whose variable is unset reads as empty: for
+    /// commands that never contact a cluster (`snigate routes` from the state file).
+    pub fn load_without_secrets(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &env::process_env, false)
+    }
+
     /// Parses and validates YAML text, looking variables up with `lookup`.
     pub fn from_yaml_with(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::parse(text, lookup, true)
+    }
+
+    fn parse(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        secrets_required: bool,
     ) -> Result<Config, ConfigError> {
         let top: Value =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
@@ -150,7 +211,7 @@ impl Config {
         let file: file::FileTop =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
         let gateway = file.gateway.ok_or(ConfigError::MissingGateway)?;
-        let gateway = validate::gateway(gateway, lookup)?;
+        let gateway = validate::gateway(gateway, lookup, secrets_required)?;
         Ok(Config { server, gateway })
     }
 }

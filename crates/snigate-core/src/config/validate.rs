@@ -3,9 +3,13 @@
 
 use super::env::{expand_with, Expanded};
 use super::error::{ConfigError, Shown};
-use super::file::{FileCluster, FileGateway, FileListener, ReloadMode};
-use super::{ClusterConfig, GatewayConfig, Limits, ListenerConfig, Secret};
+use super::file::{FileAccessLog, FileCluster, FileGateway, FileListener, ReloadMode};
+use super::{
+    AccessLogConfig, ClusterConfig, GatewayConfig, Limits, ListenerConfig, LogFormat, Secret,
+};
+use crate::cidr::Cidr;
 use crate::names::{self, NameError, UpstreamHost};
+use crate::proxy_protocol::Version;
 use crate::routes::{Route, RouteTable};
 use serde_yaml::{Mapping, Value};
 use std::collections::HashMap;
@@ -38,6 +42,59 @@ fn parse<T>(
         shown: Shown::new(&e.value, &e.from_env),
         source,
     })
+}
+
+/// Expands an optional value; empty (as `${VAR:-}` with VAR unset gives) means not set.
+fn optional<'v>(
+    key: &str,
+    raw: Option<&'v str>,
+    lookup: Lookup,
+) -> Result<Option<Expanded<'v>>, ConfigError> {
+    match raw {
+        Some(r) => {
+            let e = expand(key, r, lookup)?;
+            Ok((!e.value.trim().is_empty()).then_some(e))
+        }
+        None => Ok(None),
+    }
+}
+
+/// One of a few words.
+fn choice<T: Copy>(
+    key: &str,
+    raw: &str,
+    lookup: Lookup,
+    options: &[(&str, T)],
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    let e = expand(key, raw, lookup)?;
+    options
+        .iter()
+        .find(|(word, _)| *word == e.value.trim())
+        .map(|(_, v)| *v)
+        .ok_or_else(|| ConfigError::Choice {
+            key: key.to_owned(),
+            shown: Shown::new(&e.value, &e.from_env),
+            expected,
+        })
+}
+
+/// A PROXY protocol version to send: `v1` or `v2`.
+fn send_proxy(
+    key: &str,
+    raw: Option<&str>,
+    lookup: Lookup,
+) -> Result<Option<Version>, ConfigError> {
+    raw.map(|r| {
+        choice(
+            key,
+            r,
+            lookup,
+            &[("v1", Version::V1), ("v2", Version::V2)],
+            "`v1` or `v2`",
+        )
+    })
+    .transpose()
 }
 
 /// Pingora's part: every top-level key but `gateway`, with string values expanded. Whether
@@ -87,7 +144,11 @@ fn in_range(
 }
 
 /// The `gateway:` section.
-pub(super) fn gateway(g: FileGateway, lookup: Lookup) -> Result<GatewayConfig, ConfigError> {
+pub(super) fn gateway(
+    g: FileGateway,
+    lookup: Lookup,
+    secrets_required: bool,
+) -> Result<GatewayConfig, ConfigError> {
     if g.listeners.is_empty() {
         return Err(ConfigError::NoListeners);
     }
@@ -165,7 +226,7 @@ pub(super) fn gateway(g: FileGateway, lookup: Lookup) -> Result<GatewayConfig, C
     };
     let mut clusters: Vec<ClusterConfig> = Vec::with_capacity(g.clusters.len());
     for (index, c) in g.clusters.iter().enumerate() {
-        let cluster = cluster(index, c, lookup)?;
+        let cluster = cluster(index, c, lookup, secrets_required)?;
         if let Some(first) = clusters.iter().position(|o| o.name == cluster.name) {
             return Err(ConfigError::DuplicateName {
                 key: format!("gateway.clusters[{index}].name"),
@@ -178,15 +239,9 @@ pub(super) fn gateway(g: FileGateway, lookup: Lookup) -> Result<GatewayConfig, C
     if clusters.is_empty() && g.reload == ReloadMode::Upgrade {
         return Err(ConfigError::UpgradeWithoutClusters);
     }
-    let state_file = match &g.state_file {
-        Some(p) => Some(
-            expand("gateway.state_file", p, lookup)?
-                .value
-                .into_owned()
-                .into(),
-        ),
-        None => None,
-    };
+    let state_file = optional("gateway.state_file", g.state_file.as_deref(), lookup)?
+        .map(|e| e.value.into_owned().into());
+    let access_log = access_log(g.access_log.as_ref(), lookup)?;
     Ok(GatewayConfig {
         listeners,
         routes,
@@ -195,7 +250,27 @@ pub(super) fn gateway(g: FileGateway, lookup: Lookup) -> Result<GatewayConfig, C
         clusters,
         state_file,
         reload: g.reload,
+        access_log,
     })
+}
+
+fn access_log(a: Option<&FileAccessLog>, lookup: Lookup) -> Result<AccessLogConfig, ConfigError> {
+    let Some(a) = a else {
+        return Ok(AccessLogConfig::default());
+    };
+    let format = match &a.format {
+        Some(f) => choice(
+            "gateway.access_log.format",
+            f,
+            lookup,
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+            "`text` or `json`",
+        )?,
+        None => LogFormat::Text,
+    };
+    let path = optional("gateway.access_log.path", a.path.as_deref(), lookup)?
+        .map(|e| e.value.into_owned().into());
+    Ok(AccessLogConfig { format, path })
 }
 
 fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerConfig, ConfigError> {
@@ -210,15 +285,14 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
         lookup,
         names::parse_listen_address,
     )?;
-    let fallback = match &l.fallback {
-        Some(f) => {
-            let up = parse(
-                &key("fallback"),
-                "upstream",
-                f,
-                lookup,
-                names::parse_upstream,
-            )?;
+    let fallback = match optional(&key("fallback"), l.fallback.as_deref(), lookup)? {
+        Some(e) => {
+            let up = names::parse_upstream(&e.value).map_err(|source| ConfigError::Invalid {
+                key: key("fallback"),
+                what: "upstream",
+                shown: Shown::new(&e.value, &e.from_env),
+                source,
+            })?;
             if up.host == UpstreamHost::Sni {
                 return Err(ConfigError::FallbackUsesSni { index });
             }
@@ -226,10 +300,45 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
         }
         None => None,
     };
+    let fallback_send_proxy = send_proxy(
+        &key("fallback_send_proxy"),
+        l.fallback_send_proxy.as_deref(),
+        lookup,
+    )?;
+    let proxy_protocol = match &l.proxy_protocol {
+        Some(p) => choice(
+            &key("proxy_protocol"),
+            p,
+            lookup,
+            &[("accept", true)],
+            "`accept`",
+        )?,
+        None => false,
+    };
+    if l.allow.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ConfigError::Choice {
+            key: key("allow"),
+            shown: Shown::Text("[]".into()),
+            expected: "a list of at least one address range (an empty list would refuse every client; remove the key to allow every source)",
+        });
+    }
+    let mut allow = Vec::new();
+    for (i, raw) in l.allow.iter().flatten().enumerate() {
+        let k = format!("gateway.listeners[{index}].allow[{i}]");
+        let e = expand(&k, raw, lookup)?;
+        allow.push(Cidr::parse(&e.value).map_err(|source| ConfigError::Range {
+            key: k,
+            shown: Shown::new(&e.value, &e.from_env),
+            source,
+        })?);
+    }
     Ok(ListenerConfig {
         name,
         address,
         fallback,
+        fallback_send_proxy,
+        proxy_protocol,
+        allow,
     })
 }
 
@@ -263,7 +372,9 @@ fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
                 .push(parse(&k, "pinned address", a, lookup, names::parse_pinned)?);
         }
         shown.push((pattern.clone(), Shown::new(&sni.value, &sni.from_env)));
-        if let Err(dup) = table.insert(Route::new(pattern, upstream)) {
+        let mut route = Route::new(pattern, upstream);
+        route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
+        if let Err(dup) = table.insert(route) {
             let first = shown.iter().position(|(p, _)| *p == dup.0).unwrap_or(0);
             return Err(ConfigError::DuplicateRoute {
                 index,
@@ -278,7 +389,12 @@ fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
     Ok(table)
 }
 
-fn cluster(index: usize, c: &FileCluster, lookup: Lookup) -> Result<ClusterConfig, ConfigError> {
+fn cluster(
+    index: usize,
+    c: &FileCluster,
+    lookup: Lookup,
+    secrets_required: bool,
+) -> Result<ClusterConfig, ConfigError> {
     let key = |field: &str| format!("gateway.clusters[{index}].{field}");
     let name = parse(&key("name"), "name", &c.name, lookup, |v| {
         names::check_name(v).map(|()| v.to_owned())
@@ -289,20 +405,30 @@ fn cluster(index: usize, c: &FileCluster, lookup: Lookup) -> Result<ClusterConfi
         })
     };
     let bootstrap = endpoint("bootstrap", &c.bootstrap, 9092)?;
-    let rest = c
-        .rest
-        .as_deref()
-        .map(|r| endpoint("rest", r, 443))
-        .transpose()?;
-    let schema_registry = c
-        .schema_registry
-        .as_deref()
-        .map(|r| endpoint("schema_registry", r, 443))
-        .transpose()?;
+    let optional_endpoint = |field: &str, raw: Option<&str>| -> Result<_, ConfigError> {
+        match optional(&key(field), raw, lookup)? {
+            Some(e) => names::parse_endpoint(&e.value, 443)
+                .map(Some)
+                .map_err(|source| ConfigError::Invalid {
+                    key: key(field),
+                    what: "endpoint",
+                    shown: Shown::new(&e.value, &e.from_env),
+                    source,
+                }),
+            None => Ok(None),
+        }
+    };
+    let rest = optional_endpoint("rest", c.rest.as_deref())?;
+    let schema_registry = optional_endpoint("schema_registry", c.schema_registry.as_deref())?;
     let secret = |field: &str, raw: &str| -> Result<Secret, ConfigError> {
-        Ok(Secret::new(
-            expand(&key(field), raw, lookup)?.value.into_owned(),
-        ))
+        match expand(&key(field), raw, lookup) {
+            Ok(e) => Ok(Secret::new(e.value.into_owned())),
+            Err(ConfigError::Env {
+                source: super::env::EnvError::Unset(_),
+                ..
+            }) if !secrets_required => Ok(Secret::new("")),
+            Err(e) => Err(e),
+        }
     };
     let credentials = match (&c.api_key, &c.api_secret) {
         (Some(k), Some(s)) => Some((secret("api_key", k)?, secret("api_secret", s)?)),

@@ -2,7 +2,7 @@
 //! Plain data: the caller publishes [`Clusters::table`] and saves [`Clusters::state`].
 
 use super::merge::{self, Conflict};
-use super::state::ClusterRoutes;
+use super::state::{ClusterRoutes, Kind};
 use super::statefile::StateFile;
 use crate::routes::RouteTable;
 use std::collections::BTreeMap;
@@ -31,7 +31,7 @@ impl Clusters {
     pub fn restore(&mut self, state: StateFile) -> Vec<String> {
         let mut restored = Vec::new();
         for (name, routes) in state.clusters {
-            if self.order.contains(&name) && !routes.names.is_empty() {
+            if self.order.contains(&name) && routes.names.values().any(|e| e.kind == Kind::Broker) {
                 restored.push(name.clone());
                 self.routes.insert(name, routes);
             }
@@ -59,11 +59,15 @@ impl Clusters {
         self.static_routes = routes;
     }
 
-    /// Clusters that have no routes yet.
+    /// Clusters that have no routable broker yet.
     pub fn pending(&self) -> Vec<String> {
         self.order
             .iter()
-            .filter(|c| self.routes.get(*c).is_none_or(|r| r.names.is_empty()))
+            .filter(|c| {
+                self.routes
+                    .get(*c)
+                    .is_none_or(|r| !r.names.values().any(|e| e.kind == Kind::Broker))
+            })
             .cloned()
             .collect()
     }
@@ -88,7 +92,7 @@ impl Clusters {
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::brokers_seen as routes;
+    use super::super::state::{brokers_seen as routes, Entry};
     use super::*;
 
     #[test]
@@ -101,7 +105,19 @@ mod tests {
         state.clusters.insert("b".into(), ClusterRoutes::default());
         assert_eq!(c.restore(state), ["a"]);
         assert_eq!(c.pending(), ["b"]);
-        assert_eq!(c.table().0.len(), 1);
+        // A cluster whose only names are its bootstrap and REST has no broker to route.
+        let mut bootstrap_only = ClusterRoutes::default();
+        bootstrap_only.names.insert(
+            "pkc.test".into(),
+            Entry {
+                kind: Kind::Bootstrap,
+                port: 9092,
+                last_seen: 1,
+            },
+        );
+        c.set("b", bootstrap_only);
+        assert_eq!(c.pending(), ["b"]);
+        assert_eq!(c.table().0.len(), 2, "the bootstrap is routed even so");
         assert!(c.state().clusters.contains_key("a"));
     }
 

@@ -10,6 +10,7 @@
 
 use super::state::Kind;
 use crate::config::ClusterConfig;
+use crate::names::{parse_pattern, SniPattern};
 use std::time::Duration;
 
 /// One broker from the metadata.
@@ -24,6 +25,8 @@ pub struct Broker {
 }
 
 /// The names a cluster's metadata yields: bootstrap, every broker, REST and Schema Registry.
+/// A name that cannot be an SNI route (an IP address, say) is left out: the coverage
+/// check reports it instead.
 pub fn observed_names(cluster: &ClusterConfig, brokers: &[Broker]) -> Vec<(String, u16, Kind)> {
     let mut out = vec![(
         cluster.bootstrap.0.clone(),
@@ -39,6 +42,7 @@ pub fn observed_names(cluster: &ClusterConfig, brokers: &[Broker]) -> Vec<(Strin
     if let Some((h, p)) = &cluster.schema_registry {
         out.push((h.clone(), *p, Kind::SchemaRegistry));
     }
+    out.retain(|(name, _, _)| matches!(parse_pattern(name), Ok(SniPattern::Exact(_))));
     out
 }
 
@@ -81,6 +85,38 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_cannot_be_routed_are_left_out() {
+        let cluster = ClusterConfig {
+            name: "c".into(),
+            bootstrap: ("pkc.test".into(), 9092),
+            credentials: None,
+            rest: None,
+            schema_registry: Some(("psrc.test".into(), 443)),
+            refresh_interval: Duration::from_secs(1),
+            removed_broker_grace: Duration::from_secs(1),
+            metadata_timeout: Duration::from_secs(1),
+            librdkafka: Default::default(),
+        };
+        let brokers = [
+            Broker {
+                id: 1,
+                host: "B0.test".into(),
+                port: 9092,
+            },
+            Broker {
+                id: 2,
+                host: "127.0.0.1".into(),
+                port: 9092,
+            },
+        ];
+        let names: Vec<String> = observed_names(&cluster, &brokers)
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        assert_eq!(names, ["pkc.test", "b0.test", "psrc.test"]);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_interval_and_resets() {
