@@ -1,47 +1,52 @@
 # syntax=docker/dockerfile:1
+#
+# snigate's container image: a stripped binary on Debian slim, run as an unprivileged user
+# with every capability dropped (Kubernetes' restricted profile). It listens on 9092
+# (Kafka), 8443 (REST and Schema Registry; the load balancer maps 443 to it) and 9080
+# (admin: /metrics, /health, /ready, /routes).
+#
+#   docker build --build-arg SNIGATE_COMMIT="$(git rev-parse --short=12 HEAD)" -t snigate .
+#   docker run --rm -e PKC_ENDPOINT=pkc-….confluent.cloud:9092 -e CLOUD_KEY=… -e CLOUD_SECRET=… \
+#     -p 9092:9092 -p 443:8443 -p 9080:9080 snigate
+#
+# PKAC_ENDPOINT and SCHEMA_REGISTRY_ENDPOINT (REST, Schema Registry) are optional.
 
 # --- build ---------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 
-# cmake builds zlib-ng (libz-ng-sys, which pingora-core pulls in through flate2).
-# pkg-config, the OpenSSL and zlib headers and make are for the Kafka client (librdkafka)
-# that comes later.
+# cmake builds zlib-ng (for pingora-core); pkg-config, the OpenSSL and zlib headers and make
+# are for the Kafka client (librdkafka).
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev zlib1g-dev make \
     && rm -rf /var/lib/apt/lists/*
 
+# The commit, for snigate_build_info (the build context has no .git).
+ARG SNIGATE_COMMIT=unknown
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin snigate \
-    && cp target/release/snigate /snigate
+RUN cargo build --release --locked -p snigate --bin snigate \
+    && strip --strip-all -o /snigate target/release/snigate
 
 # --- run -----------------------------------------------------------------
 FROM debian:bookworm-slim
 
-COPY --from=builder /snigate /usr/local/bin/snigate
-
-# The gateway runs as an unprivileged user. So that it can still listen on 443, the binary
-# gets the one capability it needs (CAP_NET_BIND_SERVICE); setcap is removed again once used.
-# Note: this does not work with --security-opt no-new-privileges (or Kubernetes'
-# allowPrivilegeEscalation: false) or when NET_BIND_SERVICE is dropped from the container:
-# in those setups listen on ports above 1023 instead.
+# Debian's security updates replace package versions, so they are not pinned here.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libcap2-bin \
-    && setcap cap_net_bind_service=+ep /usr/local/bin/snigate \
-    && apt-get purge -y --auto-remove libcap2-bin \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 snigate \
     && useradd --system --uid 10001 --gid snigate --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin snigate \
-    && mkdir -p /etc/snigate /run/snigate \
-    && chown snigate:snigate /run/snigate
+    && install -d -o snigate -g snigate -m 0750 /run/snigate /var/lib/snigate
 
-# The example config keeps its PID file and upgrade socket in /run/snigate. Its admin
-# listener is bound to 127.0.0.1:9080; mount a config that binds 0.0.0.0:9080 to reach
-# the admin port from outside the container.
-COPY conf/snigate.yaml /etc/snigate/snigate.yaml
+COPY --from=builder /snigate /usr/local/bin/snigate
+COPY conf/prod.yaml /etc/snigate/snigate.yaml
 
+ENV HTTPS_PORT=8443 \
+    ADMIN_ADDRESS=0.0.0.0
 USER 10001:10001
-EXPOSE 9092 443 9080
-ENTRYPOINT ["snigate"]
+EXPOSE 9092 8443 9080
+ENTRYPOINT ["/usr/local/bin/snigate"]
 CMD ["-c", "/etc/snigate/snigate.yaml"]

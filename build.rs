@@ -1,14 +1,13 @@
-//! Records the commit snigate is built from (for `snigate_build_info`), or `unknown`
-//! outside a git checkout.
+//! Records the commit snigate is built from (for `snigate_build_info`): `SNIGATE_COMMIT`
+//! when set (a container build has no `.git`), else git's, else `unknown`.
 
 fn main() {
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    println!("cargo:rerun-if-env-changed=SNIGATE_COMMIT");
+    let given = std::env::var("SNIGATE_COMMIT")
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|c| !c.is_empty())
+        .filter(|c| !c.is_empty() && c != "unknown");
+    let commit = given
+        .or_else(git_commit)
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=SNIGATE_COMMIT={commit}");
     println!("cargo:rerun-if-changed=build.rs");
@@ -17,4 +16,14 @@ fn main() {
             println!("cargo:rerun-if-changed={path}");
         }
     }
+}
+
+fn git_commit() -> Option<String> {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| !c.is_empty())
 }

@@ -225,8 +225,13 @@ if ! $quick && command -v perf > /dev/null; then
     taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/hellos" --concurrency 32 --warmup-secs 0.5 \
       --seconds 5 --label profile --out "$work/profile.tsv" > /dev/null
     wait "$perf_pid" || true
-    profile=$(perf report -i "$work/perf.data" --stdio --no-children --sort dso,sym --percent-limit 1.5 2>/dev/null \
-      | grep -E '^ +[0-9]' | head -40 || true)
+    # Where the time is, by binary (kernel, snigate, libc), then the hottest symbols.
+    profile=$( { echo "by binary:"
+      perf report -i "$work/perf.data" --stdio --no-children --sort dso 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -8
+      echo; echo "hottest symbols:"
+      perf report -i "$work/perf.data" --stdio --no-children -g none --sort dso,sym --percent-limit 0.6 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -30; } || true)
   fi
   stop_gateway
 fi

@@ -1,6 +1,7 @@
 //! Where access lines go: the `snigate::access` log target (stderr, beside Pingora's own
-//! lines), or a file of their own, reopened on SIGUSR1 for logrotate. Lines are text or
-//! JSON (`gateway.access_log`).
+//! lines), a file of their own, reopened on SIGUSR1 for logrotate, or, with the path `-`,
+//! standard output with nothing but the lines (what a container's log collector reads).
+//! Lines are text or JSON (`gateway.access_log`).
 //!
 //! Refusals that come in floods (`over_limit`, `denied_source`) are written at most
 //! [`BURST`] per second each; the rest are counted, and one line a second says how many
@@ -30,9 +31,12 @@ pub enum Value<'a> {
     Number(u64),
 }
 
+/// The path that stands for standard output.
+pub const STDOUT: &str = "-";
+
 struct FileSink {
     path: PathBuf,
-    writer: std::io::BufWriter<std::fs::File>,
+    writer: std::io::BufWriter<Box<dyn Write + Send>>,
 }
 
 /// Counts the lines of one flood-prone outcome in the current second.
@@ -52,18 +56,29 @@ pub struct AccessLog {
 
 static LOG: OnceLock<AccessLog> = OnceLock::new();
 
-fn open(path: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+fn is_stdout(path: &std::path::Path) -> bool {
+    path.as_os_str() == STDOUT
+}
+
+fn open(path: &PathBuf) -> std::io::Result<std::io::BufWriter<Box<dyn Write + Send>>> {
+    let out: Box<dyn Write + Send> = if is_stdout(path) {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        )
+    };
+    Ok(std::io::BufWriter::new(out))
 }
 
 /// Sets the access log up from the config; returns an error if its file cannot be opened.
 pub fn init(config: &AccessLogConfig) -> std::io::Result<()> {
     let file = match &config.path {
         Some(path) => Some(Mutex::new(FileSink {
-            writer: std::io::BufWriter::new(open(path)?),
+            writer: open(path)?,
             path: path.clone(),
         })),
         None => None,
@@ -263,9 +278,12 @@ pub fn reopen() {
     };
     let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
     let _ = f.writer.flush();
+    if is_stdout(&f.path) {
+        return;
+    }
     match open(&f.path) {
         Ok(new) => {
-            f.writer = std::io::BufWriter::new(new);
+            f.writer = new;
             log::info!("reopened the access log {}", f.path.display());
         }
         Err(e) => log::error!(

@@ -120,9 +120,10 @@ pub fn run(cli: Cli) -> i32 {
         }
         None if cli.test => {
             println!(
-                "snigate: config {path} is valid: {} listeners, {} routes",
+                "snigate: config {path} is valid: {} listeners, {} routes, {} discovered clusters",
                 config.gateway.listeners.len(),
-                config.gateway.routes.len()
+                config.gateway.routes.len(),
+                config.gateway.clusters.len()
             );
             Ok(())
         }

