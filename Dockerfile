@@ -6,10 +6,14 @@
 # (admin: /metrics, /health, /ready, /routes).
 #
 #   docker build --build-arg SNIGATE_COMMIT="$(git rev-parse --short=12 HEAD)" -t snigate .
-#   docker run --rm -e PKC_ENDPOINT=pkc-….confluent.cloud:9092 -e CLOUD_KEY=… -e CLOUD_SECRET=… \
+#   docker run --rm --stop-timeout 40 --read-only --cap-drop ALL \
+#     --tmpfs /run/snigate:uid=10001 --tmpfs /var/lib/snigate:uid=10001 \
+#     -e PKC_ENDPOINT=pkc-….confluent.cloud:9092 -e CLOUD_KEY=… -e CLOUD_SECRET=… \
 #     -p 9092:9092 -p 443:8443 -p 9080:9080 snigate
 #
 # PKAC_ENDPOINT and SCHEMA_REGISTRY_ENDPOINT (REST, Schema Registry) are optional.
+# --stop-timeout covers the drain on `docker stop` (grace_period_seconds is 25 s in
+# conf/prod.yaml; Docker's default is 10 s).
 
 # --- build ---------------------------------------------------------------
 FROM rust:1-bookworm AS builder

@@ -76,6 +76,8 @@ max_conns=$(( (fd_limit - 5000) / 2 ))
 bin="$root/target/release"
 loadgen="$bin/loadgen"
 work=$(mktemp -d /tmp/snibench.XXXXXX)
+failures=0
+failed() { echo "bench: $1 failed" >&2; failures=$((failures + 1)); }
 pids_started=()
 stop_all() { for p in "${pids_started[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids_started=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
@@ -191,12 +193,12 @@ for run in $(seq 1 "$runs"); do
     out=(--label "$g" --out "$raw")
     taskset -c 1 "$loadgen" rate --targets "$targets" --hellos "$work/hellos" --concurrency 32 \
       --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" "${out[@]}" > /dev/null \
-      || echo "bench: $g: the rate workload failed"
+      || failed "$g: the rate workload"
     hello="$work/hellos/${names[0]}.bin"
     for dir in up down; do
       for conns in 1 16; do
         taskset -c 1 "$loadgen" bulk --target "$one" --hello "$hello" --conns "$conns" --direction "$dir" \
-          --seconds "$bulk_secs" "${out[@]}" > /dev/null || echo "bench: $g: bulk $dir x$conns failed"
+          --seconds "$bulk_secs" "${out[@]}" > /dev/null || failed "$g: bulk $dir x$conns"
       done
     done
     stop_gateway
@@ -207,7 +209,7 @@ for run in $(seq 1 "$runs"); do
         start_gateway "$g"
         pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
         taskset -c 1 "$loadgen" idle --targets "$targets" --hellos "$work/hellos" --conns "$n" \
-          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null || echo "bench: $g: idle x$n failed"
+          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null || failed "$g: idle x$n"
         stop_gateway
       done
     fi
@@ -284,3 +286,7 @@ file="$results_dir/$stamp.md"
   echo '```'; cat "$raw"; echo '```'
 } > "$file"
 echo "bench: results written to ${file#"$root"/}"
+if ((failures)); then
+  echo "bench: $failures workload(s) failed; their numbers are missing from the table" >&2
+  exit 1
+fi

@@ -64,6 +64,7 @@ impl Reloader {
                 .zip(&new.gateway.listeners)
             {
                 old.fallback = new.fallback.clone();
+                old.fallback_send_proxy = new.fallback_send_proxy;
             }
             running.gateway.limits = new.gateway.limits;
             self.shared

@@ -245,6 +245,10 @@ fn local_ips() -> Vec<IpAddr> {
     // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once.
     unsafe {
         if libc::getifaddrs(&mut list) != 0 {
+            log::warn!(
+                "cannot list this host's addresses ({}); the loop guard knows only loopback and the listeners' own addresses (under systemd, allow AF_NETLINK in RestrictAddressFamilies)",
+                std::io::Error::last_os_error()
+            );
             return out;
         }
         let mut cur = list;

@@ -36,9 +36,11 @@ fn tool(name: &str, test: &str) -> Option<PathBuf> {
         .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect())
         .unwrap_or_default();
     let found = installed.chain(on_path).find(|p| p.is_file());
+    // tests/setup.sh can install kustomize's published binary on x86-64 only.
+    let installable = name != "kustomize" || std::env::consts::ARCH == "x86_64";
     if found.is_none() {
         assert!(
-            std::env::var_os("CI").is_none(),
+            std::env::var_os("CI").is_none() || !installable,
             "{test} needs {name}; tests/setup.sh installs it"
         );
         eprintln!("skipping {test}: {name} is not installed (tests/setup.sh installs it)");
@@ -145,6 +147,20 @@ fn each_environment_has_a_config_that_checks_with_secrets_only_from_the_environm
             .collect();
         let (ok, out) = check_config(path, &without);
         assert!(!ok && out.contains("CLOUD_SECRET is not set"), "{out}");
+        // A bad value from the environment is named, not printed.
+        let mut bad = all.clone();
+        bad.retain(|(k, _)| *k != "PKAC_ENDPOINT");
+        bad.push(("PKAC_ENDPOINT", "https://not a host!"));
+        let (ok, bad_out) = check_config(path, &bad);
+        assert!(!ok && bad_out.contains("${PKAC_ENDPOINT}"), "{bad_out}");
+        for text in [&out, &bad_out] {
+            for secret in ["PLACEHOLDERKEY01", "placeholder-secret", "not a host!"] {
+                assert!(
+                    !text.contains(secret),
+                    "conf/{name}.yaml: printed {secret:?}: {text}"
+                );
+            }
+        }
 
         let conf = yaml_file(path);
         let clusters = get(&conf, "gateway.clusters").as_sequence().unwrap();
@@ -224,6 +240,20 @@ fn systemd_unit_verifies_and_is_hardened() {
         nofile > 2 * num(&prod, "gateway.max_connections") + 1000,
         "LimitNOFILE {nofile} cannot hold two descriptors per connection"
     );
+    // `systemctl reload` is `snigate upgrade`, which systemd times with TimeoutStartSec.
+    let reload: u64 = one("TimeoutStartSec").parse().unwrap();
+    assert!(
+        reload > snigate::supervisor::upgrade::UPGRADE_TIMEOUT.as_secs(),
+        "TimeoutStartSec {reload} would cut an upgrade short"
+    );
+    // The loop guard lists the host's addresses over netlink.
+    let families: Vec<&str> = one("RestrictAddressFamilies").split_whitespace().collect();
+    for family in ["AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"] {
+        assert!(
+            families.contains(&family),
+            "RestrictAddressFamilies lacks {family}"
+        );
+    }
     let stop: u64 = one("TimeoutStopSec").parse().unwrap();
     assert!(
         stop > num(&prod, "grace_period_seconds") + num(&prod, "graceful_shutdown_timeout_seconds"),
@@ -442,7 +472,7 @@ fn kubernetes_manifests_and_overlays_validate() {
             .unwrap()
             .last()
             .and_then(|s| s.as_str()?.parse().ok())
-            .unwrap_or(0);
+            .unwrap_or_else(|| panic!("{env}: preStop is not `sleep N`"));
         let drain =
             num(&conf, "grace_period_seconds") + num(&conf, "graceful_shutdown_timeout_seconds");
         let term = num(pod, "terminationGracePeriodSeconds");
@@ -455,10 +485,32 @@ fn kubernetes_manifests_and_overlays_validate() {
         // select the Deployment's pods.
         let svc = find(&docs, "Service");
         assert_eq!(text(svc, "spec.type"), "LoadBalancer");
-        let svc_annotations = get(svc, "metadata.annotations").as_mapping().unwrap();
-        assert!(svc_annotations
-            .keys()
-            .any(|k| k.as_str() == Some("service.beta.kubernetes.io/aws-load-balancer-type")));
+        let nlb = |key: &str| {
+            svc["metadata"]["annotations"]
+                [format!("service.beta.kubernetes.io/aws-load-balancer-{key}").as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("{env}: no aws-load-balancer-{key} annotation"))
+            .to_owned()
+        };
+        assert_eq!(nlb("type"), "external");
+        assert_eq!(nlb("nlb-target-type"), "ip");
+        assert_eq!(nlb("healthcheck-protocol"), "HTTP");
+        assert_eq!(nlb("healthcheck-path"), "/ready");
+        assert_eq!(nlb("healthcheck-port"), port("admin").to_string());
+        let delay: u64 = nlb("target-group-attributes")
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("deregistration_delay.timeout_seconds="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{env}: no deregistration delay"));
+        assert!(
+            delay >= pre_stop + drain,
+            "{env}: the NLB cuts connections after {delay} s, before the drain ends"
+        );
+        let image = text(c, "image");
+        assert!(
+            image.contains('/') && !image.ends_with(":latest"),
+            "{env}: image {image} names no registry or a moving tag"
+        );
         for p in get(svc, "spec.ports").as_sequence().unwrap() {
             port(text(p, "targetPort"));
         }
@@ -589,20 +641,25 @@ fn netns_image_default_command_runs_restricted_and_routes() {
     }
     // The image's command, with its config taken from where the Dockerfile copies it.
     let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
-    let config_src = dockerfile
+    let (config_src, config_dst) = dockerfile
         .lines()
         .find_map(|l| l.strip_prefix("COPY conf/"))
-        .and_then(|l| l.split_whitespace().next())
-        .map(|f| repo().join("conf").join(f))
+        .and_then(|l| l.split_once(' '))
+        .map(|(f, dst)| (repo().join("conf").join(f), dst.trim().to_owned()))
         .expect("the Dockerfile copies a config from conf/");
     assert_eq!(image.entrypoint, ["/usr/local/bin/snigate"]);
-    assert_eq!(image.cmd, ["-c", "/etc/snigate/snigate.yaml"]);
+    assert_eq!(
+        image.cmd,
+        ["-c", config_dst.as_str()],
+        "CMD reads another file"
+    );
 
     let mut lab = Lab::with_gateway_ns("restricted");
     lab.start_cloud();
     let ca = lab.cloud_dir().join("ca.pem");
-    // The pod's filesystem: the image's directories, owned by its user, on a mount
-    // namespace of the gateway's own; binary and config in a directory the user can read.
+    // The pod's filesystem, in a mount namespace of the gateway's own: the image's
+    // directories on tmpfs, owned by its user; binary and config in a directory it can
+    // read; everything else read-only, as with readOnlyRootFilesystem.
     let script = format!(
         "set -e
 mount -t tmpfs -o mode=0755 snigate-run /run
@@ -612,6 +669,7 @@ install -d -m 0755 /run/image
 install -m 0755 {bin} /run/image/snigate
 install -m 0644 {conf} /run/image/snigate.yaml
 install -m 0644 {ca} /run/image/ca.pem
+mount -o remount,bind,ro /
 exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all --ambient-caps=-all \
   --bounding-set=-all --no-new-privs /run/image/snigate -c /run/image/snigate.yaml",
         bin = snigate_bin(),

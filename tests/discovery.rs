@@ -234,7 +234,7 @@ fn netns_restart_from_the_state_file_while_the_cloud_is_down() {
         .contains(&broker(2)));
 
     // Stop both; start the gateway alone: it routes from the state file.
-    lab.stop(gw);
+    lab.stop_gateway(gw);
     lab.stop(cloud);
     lab.start_gateway(&conf);
     let routes = lab.admin("/routes").1;
@@ -273,7 +273,7 @@ fn netns_wrong_credentials_are_reported_and_keep_the_old_routes() {
     lab.start_cloud();
     let good = lab.gateway_conf("sim-secret", "", "");
     let gw = lab.start_gateway(&good);
-    lab.stop(gw);
+    lab.stop_gateway(gw);
 
     let bad = lab.gateway_conf("not-the-secret", "", "");
     lab.start_gateway(&bad);

@@ -189,6 +189,47 @@ fn proxy_protocol_out_carries_the_client_and_the_listener_address() {
     }
 }
 
+#[test]
+fn a_reload_applies_a_new_fallback_and_its_proxy_header() {
+    let net = Net::new();
+    let scratch = Scratch::new("fbreload");
+    let pki = Pki::new(&scratch.dir);
+    let name = "elsewhere.example.test";
+    let _tls = tls_upstream(&pki, name, net.addr(5, 9443));
+    let seen = proxy_receiver(net.addr(2, KAFKA), net.addr(5, 9443));
+    let routes = route("only.example.test", &format!("{}:{KAFKA}", net.ip(3)), "");
+    let with = |fallback: &str| yaml(&net, fallback, &routes, "");
+    let gw = Snigate::start(
+        &scratch.dir,
+        &with(&format!("      fallback: {}:9443\n", net.ip(5))),
+        net.addr(1, ADMIN),
+    );
+    let gateway = net.addr(1, KAFKA);
+    let out = s_client(gateway, Some(name), &pki.ca());
+    assert!(verified(&out, name), "{out}");
+    assert!(seen.lock().unwrap().is_empty());
+
+    // The fallback now sits behind a PROXY protocol receiver: both changes apply on SIGHUP.
+    write_config(
+        &scratch.dir,
+        &with(&format!(
+            "      fallback: {}:{KAFKA}\n      fallback_send_proxy: v2\n",
+            net.ip(2)
+        )),
+    );
+    gw.signal("HUP");
+    gw.wait_metric("snigate_config_reloads_total", &[("outcome", "ok")], 1.0);
+    let out = s_client(gateway, Some(name), &pki.ca());
+    assert!(verified(&out, name), "{out}");
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].1,
+        gateway.to_string(),
+        "the listener the client reached"
+    );
+}
+
 fn access_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

@@ -1,15 +1,25 @@
 //! Kernel pipes for splice(2), pooled per thread. A relay holds a pipe only while bytes
 //! are in flight in its direction and gives it back, empty, as soon as its source has
 //! nothing more to read, so an idle connection holds none.
+//!
+//! Outside root, the kernel charges each pipe's capacity to its user, up to
+//! `fs.pipe-user-pages-soft` (16,384 pages, 64 MiB, by default, shared by every process of
+//! the same uid); past it, new pipes get 8 KiB. Relaying still works, with more splice
+//! calls per megabyte; the first such pipe is logged once with the fix.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Bytes a pipe holds: larger pipes mean fewer splice calls per megabyte.
-pub const PIPE_SIZE: usize = 1 << 20;
+/// Bytes a pipe holds: larger pipes mean fewer splice calls per megabyte, and more of the
+/// user's pipe budget (256 KiB: 256 pipes in the default 64 MiB).
+pub const PIPE_SIZE: usize = 256 << 10;
 /// Empty pipes kept per thread for reuse.
-const POOL_CAP: usize = 64;
+const POOL_CAP: usize = 16;
+/// Below this, a pipe was cut down by the user's pipe budget.
+const SMALL: usize = 64 << 10;
+
+static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A pipe: bytes written to `write` are read from `read`.
 #[derive(Debug)]
@@ -40,6 +50,11 @@ impl Pipe {
             let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ) };
             usize::try_from(got).unwrap_or(64 * 1024)
         };
+        if capacity < SMALL && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "the kernel gave a {capacity}-byte splice pipe: this user's pipe budget (sysctl fs.pipe-user-pages-soft) is spent; relaying goes on with smaller moves; raise the sysctl for full speed"
+            );
+        }
         Ok(Pipe {
             read,
             write,

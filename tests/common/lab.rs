@@ -264,6 +264,16 @@ impl Lab {
         let _ = child.wait();
     }
 
+    /// Stops the snigate started as process `idx` as a service manager does (SIGTERM to
+    /// the stable process, which exits once its workers have drained) and waits for it,
+    /// so that its listening addresses are free for the next gateway.
+    pub fn stop_gateway(&mut self, idx: usize) {
+        super::kill("TERM", self.procs[idx].child.id());
+        let log = self.path("snigate.log");
+        let (ok, out) = self.wait_exit(idx, &log, PATIENCE);
+        assert!(ok, "snigate did not stop cleanly on SIGTERM:\n{out}");
+    }
+
     /// Path in the scratch dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.scratch.path(name)
