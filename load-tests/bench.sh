@@ -241,7 +241,9 @@ fi
 lookup=""
 if ! $quick; then
   lookup=$(cd "$root" && cargo bench --locked --bench hotpath -- lookup/100k --warm-up-time 1 --measurement-time 3 2>/dev/null \
-    | grep -E '^lookup/|time:' | paste - - | awk '{print $1, $5, $6}' || true)
+    | awk '/^lookup\// { name = $1 }
+           /time:/ { match($0, /\[[^]]*\]/); split(substr($0, RSTART + 1, RLENGTH - 2), v, " ");
+                     print name, v[3], v[4] }' || true)
 fi
 
 table=$("$loadgen" report --results "$raw" --idle-small "$idle_small" --idle-large "$idle_large")
