@@ -360,15 +360,8 @@ fn netns_a_cluster_that_advertises_only_addresses_is_not_ready() {
         lab.control(&format!("advertise {} {ip}", i + 1));
     }
     let conf = lab.gateway_conf("sim-secret", "", "");
-    let conf_s = conf.display().to_string();
     let log = lab.path("snigate.log");
-    let cg = lab.cg.clone();
-    lab.spawn(
-        &cg,
-        &[snigate_bin(), "-c", &conf_s],
-        &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
-        &log,
-    );
+    lab.spawn_gateway(&conf);
     lab.wait_admin(
         "/ready",
         "503 while no broker can be routed",
@@ -405,15 +398,7 @@ fn netns_not_ready_until_every_cluster_has_routes() {
     let cloud = lab.start_cloud();
     lab.stop(cloud);
     let conf = lab.gateway_conf("sim-secret", "", "");
-    let conf_s = conf.display().to_string();
-    let log = lab.path("snigate.log");
-    let cg = lab.cg.clone();
-    lab.spawn(
-        &cg,
-        &[snigate_bin(), "-c", &conf_s],
-        &[("SIM_KEY", "sim-key")],
-        &log,
-    );
+    lab.spawn_gateway(&conf);
     lab.wait_admin("/ready", "503 while no cluster has routes", |code, body| {
         code == 503 && body.contains("no routable brokers yet for clusters: sim")
     });

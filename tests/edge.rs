@@ -27,6 +27,28 @@ fn route(sni: &str, upstream: &str, extra: &str) -> String {
     format!("    - sni: \"{sni}\"\n      upstream: \"{upstream}\"\n{extra}")
 }
 
+/// A gateway whose one route, `openssl.capture.test`, leads to an echo upstream on host 2;
+/// `listener_extra` and `extra` as for [`yaml`].
+fn echo_gateway(
+    net: &Net,
+    scratch: &Scratch,
+    listener_extra: &str,
+    extra: &str,
+) -> (RawUpstream, Snigate) {
+    let up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route(
+        "openssl.capture.test",
+        &format!("{}:{KAFKA}", net.ip(2)),
+        "",
+    );
+    let gw = Snigate::start(
+        &scratch.dir,
+        &yaml(net, listener_extra, &routes, extra),
+        net.addr(1, ADMIN),
+    );
+    (up, gw)
+}
+
 /// Copies bytes from `a` to `b` until EOF, then passes the EOF on.
 fn pipe(mut a: TcpStream, mut b: TcpStream) {
     let _ = std::io::copy(&mut a, &mut b);
@@ -254,22 +276,12 @@ fn echo_once(gw: SocketAddr, hello: &[u8], msg: &[u8]) {
 fn json_access_log_goes_to_its_file_and_is_reopened_on_sigusr1() {
     let net = Net::new();
     let scratch = Scratch::new("jsonlog");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route(
-        "openssl.capture.test",
-        &format!("{}:{KAFKA}", net.ip(2)),
-        "",
-    );
     let path = scratch.path("access.log");
     let extra = format!(
         "  access_log:\n    format: json\n    path: {}\n",
         path.display()
     );
-    let gw = Snigate::start(
-        &scratch.dir,
-        &yaml(&net, "", &routes, &extra),
-        net.addr(1, ADMIN),
-    );
+    let (_up, gw) = echo_gateway(&net, &scratch, "", &extra);
     let hello = fixture("openssl.bin");
     echo_once(net.addr(1, KAFKA), &hello, b"twelve bytes");
     wait_until("the access line was never written", || {
@@ -311,22 +323,12 @@ fn json_access_log_goes_to_its_file_and_is_reopened_on_sigusr1() {
 fn a_flood_of_refusals_is_logged_at_a_bounded_rate() {
     let net = Net::new();
     let scratch = Scratch::new("flood");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route(
-        "openssl.capture.test",
-        &format!("{}:{KAFKA}", net.ip(2)),
-        "",
-    );
     let path = scratch.path("access.log");
     let extra = format!(
         "  max_connections: 1\n  access_log:\n    format: json\n    path: {}\n",
         path.display()
     );
-    let gw = Snigate::start(
-        &scratch.dir,
-        &yaml(&net, "", &routes, &extra),
-        net.addr(1, ADMIN),
-    );
+    let (_up, gw) = echo_gateway(&net, &scratch, "", &extra);
     let hello = fixture("openssl.bin");
     let mut held = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
     held.write_all(&hello).unwrap();
@@ -433,18 +435,8 @@ fn from_source(source: &str, gw: SocketAddr, hello: &[u8]) -> bool {
 fn an_allow_list_closes_other_sources_before_reading() {
     let net = Net::new();
     let scratch = Scratch::new("allow");
-    let up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route(
-        "openssl.capture.test",
-        &format!("{}:{KAFKA}", net.ip(2)),
-        "",
-    );
     let allow = format!("      allow: [\"{}/32\"]\n", net.ip(50));
-    let gw = Snigate::start(
-        &scratch.dir,
-        &yaml(&net, &allow, &routes, ""),
-        net.addr(1, ADMIN),
-    );
+    let (up, gw) = echo_gateway(&net, &scratch, &allow, "");
     let hello = fixture("openssl.bin");
     assert!(
         from_source(&net.ip(50), net.addr(1, KAFKA), &hello),
@@ -467,18 +459,8 @@ fn an_allow_list_closes_other_sources_before_reading() {
 fn with_proxy_protocol_the_allow_list_judges_the_header() {
     let net = Net::new();
     let scratch = Scratch::new("allowpp");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route(
-        "openssl.capture.test",
-        &format!("{}:{KAFKA}", net.ip(2)),
-        "",
-    );
     let listener = "      proxy_protocol: accept\n      allow: [198.51.100.0/24]\n";
-    let gw = Snigate::start(
-        &scratch.dir,
-        &yaml(&net, listener, &routes, ""),
-        net.addr(1, ADMIN),
-    );
+    let (_up, gw) = echo_gateway(&net, &scratch, listener, "");
     let gateway = net.addr(1, KAFKA);
     proxy_sender(
         net.addr(3, KAFKA),
@@ -512,17 +494,7 @@ fn with_proxy_protocol_the_allow_list_judges_the_header() {
 fn a_peer_reset_is_its_own_outcome() {
     let net = Net::new();
     let scratch = Scratch::new("reset");
-    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
-    let routes = route(
-        "openssl.capture.test",
-        &format!("{}:{KAFKA}", net.ip(2)),
-        "",
-    );
-    let gw = Snigate::start(
-        &scratch.dir,
-        &yaml(&net, "", &routes, ""),
-        net.addr(1, ADMIN),
-    );
+    let (_up, gw) = echo_gateway(&net, &scratch, "", "");
     let hello = fixture("openssl.bin");
     let mut s = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -531,8 +503,20 @@ fn a_peer_reset_is_its_own_outcome() {
     s.read_exact(&mut back).unwrap();
     // Unread bytes waiting, then close: the kernel answers with a reset, as a TLS 1.3
     // client does when it leaves its session tickets unread.
-    s.write_all(b"echoed but never read").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    let unread = b"echoed but never read";
+    s.write_all(unread).unwrap();
+    wait_until("the echo never came back", || {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, the bytes waiting in the socket's receive queue.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&s),
+                libc::FIONREAD,
+                &mut queued,
+            )
+        };
+        queued as usize >= unread.len()
+    });
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,

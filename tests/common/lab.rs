@@ -416,18 +416,23 @@ impl Lab {
         super::write_config(&self.scratch.dir, &yaml)
     }
 
-    /// Starts snigate in `gw` with `conf` (SIM_KEY set), logging to snigate.log, and waits
-    /// for `/ready`.
-    pub fn start_gateway(&mut self, conf: &Path) -> usize {
+    /// Starts snigate in `gw` with `conf` (SIM_KEY set), logging to snigate.log, without
+    /// waiting for it.
+    pub fn spawn_gateway(&mut self, conf: &Path) -> usize {
         let conf = conf.display().to_string();
         let log = self.path("snigate.log");
         let gw = self.gw.clone();
-        let idx = self.spawn(
+        self.spawn(
             &gw,
             &[super::snigate_bin(), "-c", &conf],
             &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
             &log,
-        );
+        )
+    }
+
+    /// Starts snigate as [`Lab::spawn_gateway`] does, and waits for `/ready`.
+    pub fn start_gateway(&mut self, conf: &Path) -> usize {
+        let idx = self.spawn_gateway(conf);
         self.wait_ready(idx);
         idx
     }

@@ -99,6 +99,12 @@ pub fn validate_host(name: &[u8]) -> Result<&str, HostError> {
 /// True for IPv4 and IPv6 literals (bracketed or not), and for all-digit dotted text that
 /// some resolvers would read as an address.
 fn looks_like_ip(text: &str) -> bool {
+    // Every address literal is made of hex digits, dots, colons and brackets; a host name
+    // almost never is, and skipping the two address parsers for it is the common case.
+    let address_chars = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'[' | b']');
+    if !text.bytes().all(address_chars) {
+        return false;
+    }
     let bare = text
         .strip_prefix('[')
         .and_then(|t| t.strip_suffix(']'))
@@ -351,8 +357,21 @@ mod tests {
         ] {
             assert_eq!(validate_host(bad), Err(HostError::Invalid), "{bad:?}");
         }
-        for ip in [&b"10.0.0.1"[..], b"::1", b"[::1]", b"1.2.3", b"10.0.0.1."] {
+        for ip in [
+            &b"10.0.0.1"[..],
+            b"::1",
+            b"[::1]",
+            b"1.2.3",
+            b"10.0.0.1.",
+            b"FE80::1",
+            b"[2001:db8::a]",
+            b"::ffff:10.0.0.1",
+        ] {
             assert_eq!(validate_host(ip), Err(HostError::IpLiteral), "{ip:?}");
+        }
+        // Names made only of hex digits are names, not addresses.
+        for name in ["cafe.bead", "add", "dead.beef."] {
+            assert_eq!(validate_host(name.as_bytes()), Ok(name));
         }
         assert!(validate_host("a".repeat(64).as_bytes()).is_err());
         assert!(validate_host(format!("{}.t", "a".repeat(63)).as_bytes()).is_ok());

@@ -9,28 +9,18 @@ use std::time::Duration;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// Reads one complete ClientHello (all its TLS records) from `r`.
+/// Reads one complete ClientHello (all its TLS records) from `r`, a record at a time.
 pub fn read_hello(r: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut need: Option<usize> = None;
-    let mut got = 0usize;
     loop {
         let mut header = [0u8; 5];
         r.read_exact(&mut header)?;
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        let mut payload = vec![0u8; len];
-        r.read_exact(&mut payload)?;
+        let at = out.len();
         out.extend_from_slice(&header);
-        out.extend_from_slice(&payload);
-        if need.is_none() && payload.len() >= 4 {
-            need = Some(
-                4 + ((usize::from(payload[1]) << 16)
-                    | (usize::from(payload[2]) << 8)
-                    | usize::from(payload[3])),
-            );
-        }
-        got += len;
-        if need.is_some_and(|n| got >= n) {
+        out.resize(at + 5 + len, 0);
+        r.read_exact(&mut out[at + 5..])?;
+        if hello_len(&out).is_some() {
             return Ok(out);
         }
     }
