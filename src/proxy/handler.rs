@@ -15,6 +15,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use snigate_core::config::{Limits, ListenerConfig};
 use snigate_core::outcome::Outcome;
 use snigate_core::proxy_protocol;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -93,9 +94,14 @@ impl Handler {
 
     /// Runs a connection accepted on this listener to its end. (TCP_NODELAY comes from
     /// the listening socket.)
-    pub async fn accept(&self, stream: TcpStream, peer: SocketAddr, shutdown: ShutdownWatch) {
+    pub fn accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + '_ {
         let port = self.listener.address.port();
-        self.handle(stream, Some(peer), port, Some(shutdown)).await;
+        self.handle(stream, Some(peer), port, Some(shutdown))
     }
 
     /// True when `client` may use this listener (its `allow` list, if any).
@@ -187,13 +193,43 @@ impl Handler {
 
     async fn serve<S: ClientStream>(
         &self,
-        mut client_io: S,
+        client_io: S,
         rec: &mut Record<'_>,
         series: &mut Option<Arc<RouteSeries>>,
         totals: &Totals,
         limits: Limits,
         local_port: u16,
     ) {
+        // Boxed: reading the hello, connecting and replaying need more state than relaying
+        // does, and only for a moment; an idle connection should not carry their space.
+        let opened = Box::pin(self.open(client_io, rec, series, totals, limits, local_port)).await;
+        let (Some((client_io, upstream_io)), Some(route_series)) = (opened, series.as_deref())
+        else {
+            return;
+        };
+        let counters = (
+            [&self.metrics.bytes_up, &route_series.bytes_up],
+            [&self.metrics.bytes_down, &route_series.bytes_down],
+        );
+        let end = client_io
+            .relay(upstream_io, limits.idle_timeout, counters, totals)
+            .await;
+        rec.outcome = end.outcome();
+        rec.closed_by = Some(end.closer());
+    }
+
+    /// Everything before the relay: the PROXY header and the ClientHello, the route, the
+    /// upstream connection and the replayed hello. Returns both streams when all went
+    /// well; otherwise `rec` says why not. Sets `series` once a route is chosen.
+    async fn open<S: ClientStream>(
+        &self,
+        mut client_io: S,
+        rec: &mut Record<'_>,
+        series: &mut Option<Arc<RouteSeries>>,
+        totals: &Totals,
+        limits: Limits,
+        local_port: u16,
+    ) -> Option<(S, TcpStream)> {
         let name = self.listener.name.as_str();
         let deadline = tokio::time::Instant::now() + limits.clienthello_timeout;
         let mut buf = Vec::with_capacity(1024);
@@ -207,16 +243,23 @@ impl Handler {
                         reached = Some(local);
                     }
                 }
-                Err(e) => return self.reject(rec, e),
+                Err(e) => {
+                    self.reject(rec, e);
+                    return None;
+                }
             }
             if !self.allowed(rec.client) {
-                return self.deny(rec);
+                self.deny(rec);
+                return None;
             }
         }
         let mut hello =
             match peek::read_client_hello(&mut client_io, &mut buf, start, deadline).await {
                 Ok(h) => h,
-                Err(e) => return self.reject(rec, e),
+                Err(e) => {
+                    self.reject(rec, e);
+                    return None;
+                }
             };
         metrics::HELLO_SIZE.observe(hello.hello_len as f64);
         rec.sni = hello.sni.take();
@@ -245,18 +288,17 @@ impl Handler {
                 log::debug!("cannot send the alert to {:?}: {e}", rec.client);
             }
             let _ = client_io.shutdown().await;
-            return rec.end(outcome, detail);
+            rec.end(outcome, detail);
+            return None;
         };
         let route_series = self.metrics.connections.route(&route.label);
-        // Boxed: connecting needs more state than the rest of the connection's life, and
-        // only for a moment; an idle connection should not carry its space.
-        let connected = Box::pin(upstream::connect(
+        let connected = upstream::connect(
             &route.upstream,
             rec.sni.as_deref(),
             local_port,
             limits.connect_timeout,
             &self.shared.loop_guard,
-        ))
+        )
         .await;
         let send_proxy = route.send_proxy;
         rec.route = Some(route);
@@ -270,7 +312,8 @@ impl Handler {
                         log::error!("refusing SNI {sni}: {e} (logged once per name; connections to {addr} are counted as outcome loop)");
                     }
                 }
-                return rec.end(e.outcome(), e.to_string());
+                rec.end(e.outcome(), e.to_string());
+                return None;
             }
         };
         self.metrics
@@ -295,26 +338,17 @@ impl Handler {
         };
         if let Err(e) = written {
             rec.closed_by = Some(Closer::Upstream);
-            return rec.end(
+            rec.end(
                 Outcome::RelayError,
                 format!("cannot replay the ClientHello: {e}"),
             );
+            return None;
         }
         let replayed = hello_bytes.len() as u64;
         self.metrics.bytes_up.inc_by(replayed);
         route_series.bytes_up.inc_by(replayed);
         totals.up.fetch_add(replayed, Ordering::Relaxed);
-        drop(buf);
-
-        let counters = (
-            [&self.metrics.bytes_up, &route_series.bytes_up],
-            [&self.metrics.bytes_down, &route_series.bytes_down],
-        );
-        let end = client_io
-            .relay(upstream_io, limits.idle_timeout, counters, totals)
-            .await;
-        rec.outcome = end.outcome();
-        rec.closed_by = Some(end.closer());
+        Some((client_io, upstream_io))
     }
 }
 

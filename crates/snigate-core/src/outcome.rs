@@ -39,7 +39,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, in the order the README lists them.
+    /// Every outcome (README's Observability section describes each).
     pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::IdleTimeout,
