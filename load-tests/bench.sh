@@ -91,9 +91,9 @@ for i in "${!names[@]}"; do upstreams+=("127.0.20.$((i + 1)):9100"); done
 gw=127.0.0.2:9092
 
 if $quick; then
-  secs=1.5; warm=0.5; bulk_secs=1; idle_small=500; idle_large=2000; runs=1
+  secs=1.5; warm=0.5; bulk_secs=1; idle_small=500; idle_large=2000; runs=1; rate_rounds=1
 else
-  secs=5; warm=1; bulk_secs=5; idle_small=5000; idle_large=50000
+  secs=5; warm=1; bulk_secs=5; idle_small=5000; idle_large=50000; rate_rounds=2
 fi
 if ((idle_large > max_conns - 100)); then
   idle_large=$((max_conns - 100))
@@ -182,37 +182,48 @@ stop_gateway() {
 raw="$work/results.tsv"
 : > "$raw"
 gateways=(snigate haproxy nginx sniproxy direct)
+targets_of() { if [ "$1" = direct ]; then (IFS=,; echo "${upstreams[*]}"); else echo "$gw"; fi; }
+pid_args_now() { pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done; }
+hello="$work/hellos/${names[0]}.bin"
 for run in $(seq 1 "$runs"); do
   # Rotate the order, so that no gateway always goes first.
   order=("${gateways[@]:$(( (run - 1) % 5 ))}" "${gateways[@]:0:$(( (run - 1) % 5 ))}")
+  # One workload at a time over every gateway, back to back, so that a slow minute on a
+  # shared machine falls on all of them rather than on one; the connection rate, the most
+  # sensitive, goes round $rate_rounds times.
+  for round in $(seq 1 "$rate_rounds"); do
+    for g in "${order[@]}"; do
+      echo "bench: run $run/$runs, connection rate ($round/$rate_rounds): $g"
+      start_gateway "$g"; pid_args_now
+      taskset -c 1 "$loadgen" rate --targets "$(targets_of "$g")" --hellos "$work/hellos" --concurrency 32 \
+        --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --label "$g" --out "$raw" > /dev/null \
+        || failed "$g: the rate workload"
+      stop_gateway
+    done
+  done
   for g in "${order[@]}"; do
-    echo "bench: run $run/$runs: $g"
+    echo "bench: run $run/$runs, bulk: $g"
     start_gateway "$g"
-    if [ "$g" = direct ]; then targets=$(IFS=,; echo "${upstreams[*]}"); one=${upstreams[0]}; else targets=$gw; one=$gw; fi
-    pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
-    out=(--label "$g" --out "$raw")
-    taskset -c 1 "$loadgen" rate --targets "$targets" --hellos "$work/hellos" --concurrency 32 \
-      --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" "${out[@]}" > /dev/null \
-      || failed "$g: the rate workload"
-    hello="$work/hellos/${names[0]}.bin"
+    one=$gw; [ "$g" = direct ] && one=${upstreams[0]}
     for dir in up down; do
       for conns in 1 16; do
         taskset -c 1 "$loadgen" bulk --target "$one" --hello "$hello" --conns "$conns" --direction "$dir" \
-          --seconds "$bulk_secs" "${out[@]}" > /dev/null || failed "$g: bulk $dir x$conns"
+          --seconds "$bulk_secs" --label "$g" --out "$raw" > /dev/null || failed "$g: bulk $dir x$conns"
       done
     done
     stop_gateway
-    if [ "$g" != direct ]; then
-      # A fresh gateway for each count, so that neither reuses memory the other freed.
-      for n in "$idle_small" "$idle_large"; do
-        metric=kib_idle_small; [ "$n" = "$idle_large" ] && metric=kib_idle_large
-        start_gateway "$g"
-        pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done
-        taskset -c 1 "$loadgen" idle --targets "$targets" --hellos "$work/hellos" --conns "$n" \
-          "${pid_args[@]}" --metric "$metric" "${out[@]}" > /dev/null || failed "$g: idle x$n"
-        stop_gateway
-      done
-    fi
+  done
+  for g in "${order[@]}"; do
+    [ "$g" = direct ] && continue
+    echo "bench: run $run/$runs, idle: $g"
+    # A fresh gateway for each count, so that neither reuses memory the other freed.
+    for n in "$idle_small" "$idle_large"; do
+      metric=kib_idle_small; [ "$n" = "$idle_large" ] && metric=kib_idle_large
+      start_gateway "$g"; pid_args_now
+      taskset -c 1 "$loadgen" idle --targets "$(targets_of "$g")" --hellos "$work/hellos" --conns "$n" \
+        "${pid_args[@]}" --metric "$metric" --label "$g" --out "$raw" > /dev/null || failed "$g: idle x$n"
+      stop_gateway
+    done
   done
 done
 
@@ -259,7 +270,8 @@ file="$results_dir/$stamp.md"
   echo "\`bash load-tests/bench.sh$($quick && echo " --quick") --runs $runs\`. Each gateway: one worker thread pinned to CPU 0,"
   echo "the same 12 routes, access logs off; load generator and upstreams pinned to CPU 1; real"
   echo "openssl ClientHellos. Connection rate: 32 concurrent clients each connect, send a hello,"
-  echo "read the upstream's 64-byte reply and close, for ${secs}s after ${warm}s of warm-up."
+  echo "read the upstream's 64-byte reply and close, for ${secs}s after ${warm}s of warm-up,"
+  echo "$rate_rounds time(s) a run. Each workload goes round every gateway back to back."
   echo "Bulk: ${bulk_secs}s one way. Idle: ${idle_small} and ${idle_large} connections held open end to end."
   echo
   echo "$table"
