@@ -70,7 +70,13 @@ pub fn table(results: &str, idle: (usize, usize)) -> String {
             }
         }
     }
-    let runs = values.values().map(Vec::len).max().unwrap_or(0);
+    let fewest = values.values().map(Vec::len).min().unwrap_or(0);
+    let most = values.values().map(Vec::len).max().unwrap_or(0);
+    let samples = if fewest == most {
+        most.to_string()
+    } else {
+        format!("{fewest} to {most}")
+    };
     let mut med: BTreeMap<(String, String), f64> = BTreeMap::new();
     for (k, mut v) in values {
         if let Some(m) = median(&mut v) {
@@ -126,7 +132,7 @@ pub fn table(results: &str, idle: (usize, usize)) -> String {
     );
     let _ = writeln!(
         out,
-        "\nMedians of {runs} run(s). Ratios divide snigate's median by the best peer's (the highest where higher is better, the lowest where lower is better) and by direct's."
+        "\nEach cell is the median of {samples} measurement(s). Ratios divide snigate's median by the best peer's (the highest where higher is better, the lowest where lower is better) and by direct's."
     );
     out
 }
@@ -146,5 +152,6 @@ mod tests {
         );
         assert!(t.contains("| **snigate ÷ direct** | 0.50× |"), "{t}");
         assert!(t.contains("KiB/idle conn (50,000)"), "{t}");
+        assert!(t.contains("median of 1 to 3 measurement(s)"), "{t}");
     }
 }
