@@ -132,7 +132,11 @@ pub fn run(cli: Cli) -> i32 {
             eprintln!("snigate: -u is how snigate starts a new worker under its stable process; to upgrade a running gateway, run `snigate upgrade -c {path}`");
             return 2;
         }
-        None => return crate::supervisor::run(config, conf, cli.daemon),
+        None => {
+            // Pingora's `daemon: true` in the file means what `-d` means.
+            let daemon = cli.daemon || config.server.daemon;
+            return crate::supervisor::run(config, conf, daemon);
+        }
     };
     match result {
         Ok(()) => 0,

@@ -90,20 +90,45 @@ fn upgrades_hand_over_without_dropping_connections() {
 /// `-d` returns at once, writes the stable process's pid, and it serves until signalled.
 #[test]
 fn daemon_mode_detaches_and_serves() {
+    detaches_and_serves("daemon", &["-d"], "");
+}
+
+/// Pingora's `daemon: true` in the file does what `-d` does.
+#[test]
+fn daemon_key_in_the_file_detaches_too() {
+    detaches_and_serves("daemonkey", &[], "daemon: true\n");
+}
+
+/// Starts snigate with `flags` and `top` at the top of its file; it must return at once
+/// and leave a daemon that serves, writes its pid file, and removes it on SIGINT.
+fn detaches_and_serves(tag: &str, flags: &[&str], top: &str) {
     let net = Net::new();
-    let scratch = Scratch::new("daemon");
+    let scratch = Scratch::new(tag);
     let yaml = format!(
-        "gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:9092\n  admin:\n    address: {gw}:9080\n",
+        "{top}gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:9092\n  admin:\n    address: {gw}:9080\n",
         gw = net.ip(1)
     );
     let conf = write_config(&scratch.dir, &yaml);
-    let status = std::process::Command::new(snigate_bin())
-        .args(["-d", "-c"])
+    let mut child = std::process::Command::new(snigate_bin())
+        .args(flags)
+        .arg("-c")
         .arg(&conf)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
+        .spawn()
         .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > PATIENCE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("snigate {flags:?} stayed in the foreground: it did not detach");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success());
     let pid_file = scratch.path("snigate.pid");
     let start = Instant::now();
