@@ -365,16 +365,13 @@ impl Pattern {
     }
 }
 
-/// 1 GiB each way arrives byte-exact: a real captured hello, then 1 GiB of data, echoed
-/// back by the upstream and compared byte for byte.
-#[test]
-fn one_gib_arrives_byte_exact() {
-    const TOTAL: usize = 1 << 30;
+/// Sends a real captured hello, then `total` bytes of a pattern, through the gateway at
+/// `gw` to an echo upstream, and checks that the hello and every byte come back in order
+/// and that nothing follows.
+fn echo_byte_exact(gw: SocketAddr, total: usize) -> usize {
     const CHUNK: usize = 1 << 16;
-    let (net, _scratch, _up, gw) = raw_gateway("gib", "openssl.capture.test", "", echo);
-
     let hello = fixture("openssl.bin");
-    let mut sock = TcpStream::connect(net.addr(1, KAFKA)).unwrap();
+    let mut sock = TcpStream::connect(gw).unwrap();
     sock.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut writer = sock.try_clone().unwrap();
     let sent_hello = hello.clone();
@@ -382,7 +379,7 @@ fn one_gib_arrives_byte_exact() {
         writer.write_all(&sent_hello).unwrap();
         let mut p = Pattern(0x5eed_1234_abcd_0001);
         let mut buf = vec![0u8; CHUNK];
-        for _ in 0..TOTAL / CHUNK {
+        for _ in 0..total / CHUNK {
             p.fill(&mut buf);
             writer.write_all(&buf).unwrap();
         }
@@ -396,7 +393,7 @@ fn one_gib_arrives_byte_exact() {
     let mut want = vec![0u8; CHUNK];
     let mut got = vec![0u8; CHUNK];
     let mut received = 0usize;
-    while received < TOTAL {
+    while received < total / CHUNK * CHUNK {
         p.fill(&mut want);
         sock.read_exact(&mut got).unwrap();
         assert!(got == want, "mismatch in the chunk at offset {received}");
@@ -405,8 +402,15 @@ fn one_gib_arrives_byte_exact() {
     let mut tail = [0u8; 1];
     assert_eq!(sock.read(&mut tail).unwrap(), 0, "nothing after the data");
     sender.join().unwrap();
+    received + hello.len()
+}
 
-    let total = (TOTAL + hello.len()) as f64;
+/// 1 GiB each way arrives byte-exact: a real captured hello, then 1 GiB of data, echoed
+/// back by the upstream and compared byte for byte.
+#[test]
+fn one_gib_arrives_byte_exact() {
+    let (net, _scratch, _up, gw) = raw_gateway("gib", "openssl.capture.test", "", echo);
+    let total = echo_byte_exact(net.addr(1, KAFKA), 1 << 30) as f64;
     gw.wait_metric("snigate_connections_total", &[("outcome", "ok")], 1.0);
     assert_eq!(
         gw.metric("snigate_bytes_total", &[("direction", "upstream")]),
@@ -416,6 +420,97 @@ fn one_gib_arrives_byte_exact() {
         gw.metric("snigate_bytes_total", &[("direction", "downstream")]),
         total
     );
+}
+
+/// Holds pipes until stdin closes, enlarged to 256 KiB each until the kernel refuses: the
+/// user's pipe budget (fs.pipe-user-pages-soft) is then spent. Prints how many it got.
+const PIPE_HOG: &str = "import os, fcntl, sys
+held = []
+while True:
+    r, w = os.pipe()
+    held.append((r, w))
+    try:
+        fcntl.fcntl(w, 1031, 256 * 1024)
+    except OSError:
+        break
+print(len(held) - 1, flush=True)
+sys.stdin.read()
+";
+
+/// When other processes of the same user have spent its pipe budget (as other gateways on
+/// one host can), snigate relays through the small pipes the kernel still gives:
+/// byte-exact, with one warning that names the sysctl. Runs both as an unprivileged user,
+/// with no capabilities, so it needs root to start them.
+#[test]
+fn root_a_spent_pipe_budget_still_relays_byte_exact() {
+    if !common::lab::root_or_skip("root_a_spent_pipe_budget_still_relays_byte_exact") {
+        return;
+    }
+    let soft = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft").unwrap();
+    assert_ne!(
+        soft.trim(),
+        "0",
+        "fs.pipe-user-pages-soft is 0 (no budget): the fallback cannot happen"
+    );
+    const UID: u32 = 47213;
+    let as_user = [
+        "setpriv",
+        "--reuid=47213",
+        "--regid=47213",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+    ];
+    let mut hog = Proc {
+        child: Command::new(as_user[0])
+            .args(&as_user[1..])
+            .args(["/usr/bin/python3", "-c", PIPE_HOG])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        what: "pipe hog".into(),
+    };
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hog.child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let held: usize = line.trim().parse().unwrap();
+    assert!(held > 0, "the hog got no large pipe: {line:?}");
+
+    let net = Net::new();
+    let scratch = Scratch::new("pipebudget");
+    std::os::unix::fs::chown(&scratch.dir, Some(UID), Some(UID)).unwrap();
+    let _up = RawUpstream::start(net.addr(2, KAFKA), echo);
+    let routes = route("openssl.capture.test", &format!("{}:{KAFKA}", net.ip(2)));
+    // Only the unprivileged port: the user has no capabilities.
+    let yaml = format!(
+        "gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:{KAFKA}\n  routes:\n{routes}  admin:\n    address: {gw}:{ADMIN}\n",
+        gw = net.ip(1)
+    );
+    let conf = write_config(&scratch.dir, &yaml);
+    let gw = Snigate::spawn_under(
+        &as_user,
+        &scratch.dir,
+        &conf,
+        &[],
+        "snigate.log",
+        net.addr(1, ADMIN),
+    );
+    gw.wait_ready();
+    echo_byte_exact(net.addr(1, KAFKA), 16 << 20);
+    gw.wait_log("fs.pipe-user-pages-soft");
+    echo_byte_exact(net.addr(1, KAFKA), 1 << 20);
+    gw.wait_metric("snigate_connections_total", &[("outcome", "ok")], 2.0);
+    assert_eq!(
+        gw.log_text().matches("fs.pipe-user-pages-soft").count(),
+        1,
+        "the small pipes are reported once"
+    );
+    drop(hog.child.stdin.take());
 }
 
 /// The client closes its sending side first; the upstream sees EOF, and its answer still

@@ -288,8 +288,29 @@ impl Snigate {
         log_name: &str,
         admin: SocketAddr,
     ) -> Snigate {
+        Snigate::spawn_under(&[], dir, conf, flags, log_name, admin)
+    }
+
+    /// As [`Snigate::spawn`], run through `prefix` (a command that execs its arguments,
+    /// such as `setpriv …`).
+    pub fn spawn_under(
+        prefix: &[&str],
+        dir: &Path,
+        conf: &Path,
+        flags: &[&str],
+        log_name: &str,
+        admin: SocketAddr,
+    ) -> Snigate {
         let log = dir.join(log_name);
-        let child = Command::new(snigate_bin())
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(snigate_bin());
+                c
+            }
+            None => Command::new(snigate_bin()),
+        };
+        let child = cmd
             .args(flags)
             .arg("-c")
             .arg(conf)
