@@ -151,7 +151,13 @@ fn netns_three_upgrades_refuse_no_connection_and_lose_no_message() {
     );
     assert!(
         ok && out.contains(", 0 failed"),
-        "new connections were refused or reset:\n{out}"
+        "new connections were refused or reset:\n{out}\ngateway's outcomes:\n{}",
+        lab.admin("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("snigate_connections_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let (ok, out) = lab.wait_exit(producer, &producer_log, Duration::from_secs(150));
     assert!(
