@@ -1,7 +1,7 @@
 //! Connecting to a route's upstream: resolve (or take the pinned addresses), then try each
 //! address in turn under the connect timeout.
 
-use snigate_core::names::Upstream;
+use snigate_core::names::{ip_literal, Upstream};
 use snigate_core::outcome::Outcome;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -79,7 +79,8 @@ pub fn target(upstream: &Upstream, sni: Option<&str>, listener_port: u16) -> Str
 /// How long a resolved name's addresses are reused before it is looked up again.
 pub const RESOLVE_TTL: Duration = Duration::from_secs(30);
 
-type Cache = HashMap<(String, u16), (Instant, Arc<[SocketAddr]>)>;
+/// By port, then by name, so that a lookup borrows the name instead of copying it.
+type Cache = HashMap<u16, HashMap<String, (Instant, Arc<[SocketAddr]>)>>;
 
 /// Names resolved in the last [`RESOLVE_TTL`], so that a busy route does not call the
 /// resolver for every connection.
@@ -95,8 +96,7 @@ async fn resolve(
     port: u16,
     timeout: Duration,
 ) -> Result<Arc<[SocketAddr]>, ConnectError> {
-    let key = (host.to_owned(), port);
-    if let Some((at, addrs)) = cache().get(&key) {
+    if let Some((at, addrs)) = cache().get(&port).and_then(|names| names.get(host)) {
         if at.elapsed() < RESOLVE_TTL {
             return Ok(addrs.clone());
         }
@@ -115,8 +115,13 @@ async fn resolve(
         return Err(failed("no addresses".into()));
     }
     let mut cache = cache();
-    cache.retain(|_, (at, _)| at.elapsed() < RESOLVE_TTL);
-    cache.insert(key, (Instant::now(), addrs.clone()));
+    for names in cache.values_mut() {
+        names.retain(|_, (at, _)| at.elapsed() < RESOLVE_TTL);
+    }
+    cache
+        .entry(port)
+        .or_default()
+        .insert(host.to_owned(), (Instant::now(), addrs.clone()));
     Ok(addrs)
 }
 
@@ -322,7 +327,7 @@ pub async fn connect(
             return Err(looped(addr));
         }
         first_to_answer(upstream.pinned_for(listener_port), timeout).await
-    } else if let Ok(ip) = host.parse::<IpAddr>() {
+    } else if let Some(ip) = ip_literal(host) {
         let addr = SocketAddr::new(ip, port);
         if guard.is_own(addr) {
             return Err(looped(addr));
@@ -335,7 +340,9 @@ pub async fn connect(
         }
         let tried = first_to_answer(addrs.iter().copied(), timeout).await;
         if tried.is_err() {
-            cache().remove(&(host.to_owned(), port));
+            if let Some(names) = cache().get_mut(&port) {
+                names.remove(host);
+            }
         }
         tried
     };
