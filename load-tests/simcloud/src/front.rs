@@ -174,8 +174,31 @@ async fn handle(front: &Front, tcp: TcpStream) -> io::Result<()> {
     );
     let mut up = TcpStream::connect(front.broker).await?;
     up.set_nodelay(true)?;
-    tokio::io::copy_bidirectional(&mut tls, &mut up).await?;
+    relay(tls, &mut up).await;
     Ok(())
+}
+
+/// Relays between the client and its mock broker until either side ends, then resets the
+/// broker connection.
+///
+/// A Kafka client never half-closes, so its end means the connection is gone. The reset
+/// matters: librdkafka's mock broker stops reading a connection whose SyncGroup waits for
+/// the rest of its group, so a FIN would go unnoticed and the member's pending SyncGroup
+/// would stay. The client, reconnected through a new connection, sends SyncGroup again,
+/// and the mock aborts on `Assertion '!member->resp' failed` (rdkafka_mock_cgrp.c), taking
+/// the whole simulated cloud down. A reset raises POLLHUP, which the mock serves even on a
+/// connection it does not read, and clears the member's state, as a real broker does when
+/// its client goes away.
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(client: S, up: &mut TcpStream) {
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut up_read, mut up_write) = up.split();
+    tokio::select! {
+        _ = tokio::io::copy(&mut client_read, &mut up_write) => {}
+        _ = tokio::io::copy(&mut up_read, &mut client_write) => {
+            let _ = client_write.shutdown().await;
+        }
+    }
+    let _ = up.set_zero_linger();
 }
 
 /// Asks a broker for the cluster's brokers (Metadata v0): (id, advertised host, port).
