@@ -153,8 +153,13 @@ start_gateway() {
   case "$1" in
     snigate)
       RUST_LOG=warn taskset -c 0 "$bin/snigate" -c "$work/snigate.yaml" > "$work/snigate.log" 2>&1 &
-      pids_started+=($!); wait_port "$gw"
-      gateway_pids=($(pgrep -f -- "--worker -c $work/snigate.yaml") $!) ;;
+      pids_started+=($!)
+      # The stable process holds the port from the start: wait until its worker serves.
+      for _ in $(seq 1 400); do
+        curl -sf -o /dev/null "http://127.0.0.2:9080/ready" && break
+        sleep 0.05
+      done
+      gateway_pids=($(pgrep -f -- "--worker -u -c $work/snigate.yaml") $!) ;;
     haproxy)
       taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
       pids_started+=($!); wait_port "$gw"; gateway_pids=($!) ;;

@@ -22,6 +22,10 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct Readiness {
     listeners_up: AtomicBool,
+    /// A stable process is to be told before `/ready` says 200 (so that whoever sees 200
+    /// can count on the stable process knowing it too).
+    announce: AtomicBool,
+    announced: AtomicBool,
 }
 
 impl Readiness {
@@ -33,6 +37,21 @@ impl Readiness {
     /// True when every listener accepts connections.
     pub fn listeners_up(&self) -> bool {
         self.listeners_up.load(Ordering::Acquire)
+    }
+
+    /// `/ready` waits until [`ReadyNotifier`] has told the stable process.
+    pub fn expect_announcement(&self) {
+        self.announce.store(true, Ordering::Release);
+    }
+
+    /// What `/ready` answers: [`Readiness::check`], once the stable process (if any) has
+    /// been told.
+    pub fn ready(&self, hub: &Hub) -> Result<usize, String> {
+        let routes = self.check(hub)?;
+        if self.announce.load(Ordering::Acquire) && !self.announced.load(Ordering::Acquire) {
+            return Err("telling the stable process".to_owned());
+        }
+        Ok(routes)
     }
 
     /// `Ok(routes)` when the gateway serves: every listener accepts connections and every
@@ -77,7 +96,7 @@ impl AdminApp {
                 metrics::render(),
             ),
             "/health" => (StatusCode::OK, TEXT, b"ok\n".to_vec()),
-            "/ready" => match self.readiness.check(&self.hub) {
+            "/ready" => match self.readiness.ready(&self.hub) {
                 Ok(routes) => (
                     StatusCode::OK,
                     TEXT,
@@ -162,5 +181,6 @@ impl BackgroundService for ReadyNotifier {
                 socket.display()
             );
         }
+        self.readiness.announced.store(true, Ordering::Release);
     }
 }

@@ -1,6 +1,7 @@
 //! The command line. `snigate -c FILE` runs the gateway (the stable process, which runs a
 //! worker under it); `-d` runs it in the background, and `-t` tests the whole config and
-//! exits. `snigate upgrade -c FILE` replaces the running gateway's worker.
+//! exits. `snigate upgrade -c FILE` upgrades the running gateway: its stable process
+//! re-executes itself, then replaces its worker.
 
 use crate::commands;
 use crate::config::Config;
@@ -31,6 +32,14 @@ pub struct Cli {
     /// Run as a worker under the stable process (started by snigate itself).
     #[arg(long, hide = true)]
     pub worker: bool,
+    /// Used by snigate itself: a worker that replaces a serving one gets every cluster's
+    /// routes before it takes the sockets.
+    #[arg(long, hide = true)]
+    pub prime: bool,
+    /// Used by snigate itself: the stable process after re-executing itself, reading what
+    /// it carried across from this descriptor (with -t: only check that it can).
+    #[arg(long, hide = true, value_name = "FD")]
+    pub resume: Option<std::os::fd::RawFd>,
     /// A subcommand; without one, snigate runs the gateway.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,13 +48,17 @@ pub struct Cli {
 /// Operator subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Replace the running gateway (found through the config's pid_file) with one started
-    /// from the snigate binary now installed, with no connection refused. Checks the config
-    /// first; on any failure the running gateway keeps serving.
+    /// Upgrade the running gateway (found through the config's pid_file) to the snigate
+    /// binary now installed at its path, with no connection refused: its stable process
+    /// re-executes itself (same pid), then replaces its worker. Checks the config first; on
+    /// any failure the running gateway keeps serving, untouched.
     Upgrade {
-        /// Start the new gateway from this binary instead of this snigate.
+        /// Upgrade to this binary instead of the one at the running snigate's path.
         #[arg(long)]
         binary: Option<std::path::PathBuf>,
+        /// Replace only the worker; the stable process keeps running its binary.
+        #[arg(long)]
+        worker_only: bool,
     },
     /// Print the effective route table: static routes plus discovered ones (from the
     /// state file, or fetched now with --discover).
@@ -70,6 +83,10 @@ pub enum Command {
 
 /// Runs what the options ask for and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if let (Some(fd), false) = (cli.resume, cli.test) {
+        // The stable process, re-executed: everything it needs was carried across.
+        return crate::supervisor::resume(fd);
+    }
     let Some(path) = cli.conf.clone() else {
         eprintln!(
             "snigate: no config file given; run `snigate -c FILE` (conf/prod.yaml is an example)"
@@ -108,17 +125,21 @@ pub fn run(cli: Cli) -> i32 {
             gateway_address,
             discover,
         }) => commands::hosts(&config, gateway_address, discover),
-        Some(Command::Upgrade { binary }) => {
-            let binary = match binary.map_or_else(std::env::current_exe, Ok) {
-                Ok(b) => std::path::absolute(&b).unwrap_or(b),
-                Err(e) => {
-                    eprintln!("snigate: cannot find this snigate binary: {e}; pass --binary");
-                    return 1;
-                }
-            };
-            return crate::supervisor::upgrade(&config, conf, binary);
+        Some(Command::Upgrade {
+            binary,
+            worker_only,
+        }) => {
+            let binary = binary.map(|b| std::path::absolute(&b).unwrap_or(b));
+            return crate::supervisor::upgrade(&config, conf, binary, worker_only);
         }
         None if cli.test => {
+            if let Some(fd) = cli.resume {
+                // A re-exec's check: the hand-off must be readable too.
+                if let Err(e) = crate::supervisor::handoff::Handoff::read_fd(fd) {
+                    eprintln!("snigate: {e}");
+                    return 1;
+                }
+            }
             println!(
                 "snigate: config {path} is valid: {} listeners, {} routes, {} discovered clusters",
                 config.gateway.listeners.len(),
@@ -127,7 +148,13 @@ pub fn run(cli: Cli) -> i32 {
             );
             Ok(())
         }
-        None if cli.worker => return crate::server::run(config, conf, cli.upgrade),
+        None if cli.worker => {
+            let start = crate::worker::Start {
+                receive_sockets: cli.upgrade,
+                prime: cli.prime,
+            };
+            return crate::worker::run(config, conf, start);
+        }
         None if cli.upgrade => {
             eprintln!("snigate: -u is how snigate starts a new worker under its stable process; to upgrade a running gateway, run `snigate upgrade -c {path}`");
             return 2;

@@ -8,19 +8,19 @@
 //! - [`cli`]: the command line and what each command runs.
 //! - [`commands`]: `snigate routes` and `snigate hosts`.
 //! - [`config`]: loading the file, and checking Pingora's settings.
-//! - [`supervisor`]: the stable process, its control socket, and upgrades.
-//! - [`server`]: a worker: the Pingora server's services wired together.
-//! - [`signals`]: a worker's signals (upgrade hand-over, stop, reload).
-//! - [`reload`]: applying a changed config file in place.
-//! - [`drain`]: closing connections spread over the grace period, then exiting.
-//! - [`listener`]: the listening sockets and their accept loops, as one Pingora service.
+//! - [`supervisor`]: the stable process: its listening sockets, control socket, workers,
+//!   upgrades and re-exec.
+//! - [`worker`]: a worker: the Pingora server's services wired together, its signals,
+//!   reloads, drain, and what it does when its stable process dies.
+//! - [`process`]: signals, pidfds and descriptor flags, for both.
+//! - [`listener`]: the listening sockets, their hand-over between processes, and their
+//!   accept loops as one Pingora service.
 //! - [`proxy`]: one connection's life, and its access log.
 //! - [`peek`]: reading the ClientHello off a socket under one deadline and a byte cap.
 //! - [`upstream`]: resolving and connecting to a route's upstream.
 //! - [`relay`]: copying both ways with half-close, byte counts and an idle timeout.
 //! - [`routes`]: the live route table, swapped atomically.
 //! - [`discovery`]: the broker source, the refresh service, and the route hub.
-//! - [`upgrade`]: handing over to a new process when discovered routes change.
 //! - [`access_log`]: where access lines go, text or JSON, and flood thinning.
 //! - [`admin`]: `/metrics`, `/health`, `/ready`, `/routes`.
 //! - [`render`]: route tables as text, YAML and hosts lines.
@@ -32,24 +32,30 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// This build: the version and the commit it was built from (`VERSION COMMIT`), kept in
+/// one place, which every report of the build reads.
+pub static BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " ", env!("SNIGATE_COMMIT"));
+
+/// The version and the commit of [`BUILD`].
+pub fn build() -> (&'static str, &'static str) {
+    BUILD.split_once(' ').unwrap_or((BUILD, "unknown"))
+}
+
 pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod discovery;
-pub mod drain;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod peek;
+pub mod process;
 pub mod proxy;
 pub mod relay;
-pub mod reload;
 pub mod render;
 pub mod routes;
-pub mod server;
-pub mod signals;
 pub mod supervisor;
-pub mod upgrade;
 pub mod upstream;
+pub mod worker;

@@ -1,29 +1,150 @@
 //! The gateway's listening sockets, as one Pingora service: every listener's accept loop
 //! runs on the service's runtime and hands each connection, as a plain Tokio TCP stream,
-//! to its listener's handler. The sockets live in Pingora's table of listening file
-//! descriptors, so `-u` hands them to the next worker exactly as Pingora's own listening
-//! services do.
+//! to its listener's handler. The sockets come from Pingora's table of listening file
+//! descriptors, which `-u` fills with the ones the stable process holds (see
+//! `supervisor::sockets`), exactly as Pingora's own listening services take theirs.
+//!
+//! [`bind`] makes a listening socket the way every snigate listener is made,
+//! [`check_bindable`] tells at start-up whether the config's addresses are free, and
+//! [`hand_over`] and [`take_over`] pass listening sockets between processes.
 
 use crate::admin::Readiness;
-use crate::drain::stopped;
 use crate::proxy::Handler;
+use crate::worker::drain::stopped;
 use async_trait::async_trait;
-use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
+use snigate_core::config::GatewayConfig;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Accept queue length, as Pingora's own listeners ask for.
 const BACKLOG: libc::c_int = 65535;
 
+/// A new listening socket on `addr` (SO_REUSEADDR, a long accept queue, non-blocking, as
+/// Pingora's services expect of a socket handed to them). With `nodelay`, TCP_NODELAY is
+/// set on it, which every accepted connection inherits: that saves a system call per
+/// connection, and Kafka's small requests must not wait.
+pub fn bind(addr: SocketAddr, nodelay: bool) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let on: libc::c_int = 1;
+    // SAFETY: listen(2) again on a bound, listening socket only changes its backlog;
+    // setsockopt reads the local `on`.
+    unsafe {
+        libc::listen(listener.as_raw_fd(), BACKLOG);
+        if nodelay {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    Ok(listener)
+}
+
+/// Checks that each address can be bound, so that a taken port fails at start with a clear
+/// message instead of inside a service thread.
+pub fn check_bindable(gateway: &GatewayConfig) -> Result<(), String> {
+    let admin = gateway.admin.map(|a| ("admin".to_owned(), a));
+    let all = gateway
+        .listeners
+        .iter()
+        .map(|l| (format!("listener `{}`", l.name), l.address))
+        .chain(admin);
+    for (what, addr) in all {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(format!("{what} cannot listen on {addr}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Hands `sockets` (address → listening socket) to the process listening on `path`, with
+/// Pingora's hand-over protocol (what a worker started with `-u` receives). Blocks while
+/// Pingora retries, for a few seconds at most.
+pub fn hand_over(sockets: &[(String, OwnedFd)], path: &std::path::Path) -> Result<(), String> {
+    let mut fds = Fds::new();
+    for (key, fd) in sockets {
+        fds.add(key.clone(), fd.as_raw_fd());
+    }
+    let path = path
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+    fds.send_to_sock(path)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Listens on `path` and receives listening sockets handed over with [`hand_over`],
+/// waiting a few seconds at most (Pingora's retries). Blocks.
+pub fn take_over(path: &std::path::Path) -> Result<Vec<(String, OwnedFd)>, String> {
+    let path = path
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", path.display()))?
+        .to_owned();
+    // Pingora's receiver panics where it cannot bind the path; keep that a plain error.
+    let received = std::thread::spawn(move || {
+        let mut fds = Fds::new();
+        fds.get_from_sock(path.as_str()).map(|()| fds.serialize())
+    })
+    .join()
+    .map_err(|_| "cannot listen on the takeover socket".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let (keys, raw) = received;
+    Ok(keys
+        .into_iter()
+        .zip(raw)
+        // SAFETY: each descriptor was just received (SCM_RIGHTS) and belongs to nobody else.
+        .map(|(k, fd)| (k, unsafe { OwnedFd::from_raw_fd(fd) }))
+        .collect())
+}
+
+/// The listening sockets a worker accepts on, by address, while it accepts: what a
+/// worker whose stable process died keeps for the next one (see `worker::orphan`).
+#[derive(Debug, Clone, Default)]
+pub struct OpenListeners(Arc<Mutex<Vec<(String, RawFd)>>>);
+
+impl OpenListeners {
+    fn add(&self, key: String, fd: RawFd) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key, fd));
+    }
+
+    /// A duplicate of each socket, which stays open after the accept loops close theirs.
+    pub fn dup_all(&self) -> Vec<(String, OwnedFd)> {
+        let open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        open.iter()
+            .filter_map(|(key, fd)| {
+                // SAFETY: the accept loops keep these descriptors open until the shutdown
+                // that follows this call.
+                let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+                match borrowed.try_clone_to_owned() {
+                    Ok(dup) => Some((key.clone(), dup)),
+                    Err(e) => {
+                        log::error!("cannot keep the listening socket on {key}: {e}");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
 /// Every listener of the gateway.
 pub struct Listeners {
     handlers: Vec<Arc<Handler>>,
     addresses: Vec<String>,
     readiness: Arc<Readiness>,
+    open: OpenListeners,
 }
 
 impl Listeners {
@@ -38,12 +159,18 @@ impl Listeners {
             handlers,
             addresses,
             readiness,
+            open: OpenListeners::default(),
         }
+    }
+
+    /// The sockets these listeners accept on, once they do.
+    pub fn open_listeners(&self) -> OpenListeners {
+        self.open.clone()
     }
 }
 
-/// The listening socket for `addr`: the one inherited from the previous worker, or a new
-/// one, which is added to the table for the next worker.
+/// The listening socket for `addr`: the one handed over (by the stable process or the
+/// previous worker), or a new one, which is added to the table for the next worker.
 fn socket(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net::TcpListener> {
     let key = addr.to_string();
     if let Some(fd) = fds.and_then(|f| f.lock().get(&key).copied()) {
@@ -51,21 +178,7 @@ fn socket(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net
         // and this service is its only user in this process.
         return Ok(unsafe { std::net::TcpListener::from_raw_fd(fd) });
     }
-    let listener = std::net::TcpListener::bind(addr)?;
-    let on: libc::c_int = 1;
-    // SAFETY: listen(2) again on a bound, listening socket only changes its backlog; and
-    // TCP_NODELAY set on a listening socket is inherited by every connection it accepts,
-    // which saves a system call per connection (Kafka's small requests must not wait).
-    unsafe {
-        libc::listen(listener.as_raw_fd(), BACKLOG);
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let listener = bind(addr, true)?;
     if let Some(fds) = fds {
         fds.lock().add(key, listener.as_raw_fd());
     }
@@ -116,7 +229,10 @@ impl Service for Listeners {
                 TcpListener::from_std(s)
             });
             let listener = match std_listener {
-                Ok(s) => s,
+                Ok(s) => {
+                    self.open.add(l.address.to_string(), s.as_raw_fd());
+                    s
+                }
                 Err(e) => {
                     log::error!("listener `{}` cannot listen on {}: {e}", l.name, l.address);
                     log::logger().flush();

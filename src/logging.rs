@@ -1,8 +1,9 @@
 //! Logging set-up: `env_logger` to stderr, `info` unless `RUST_LOG` says otherwise.
 //!
-//! One of Pingora's messages is re-levelled: a new worker that waits for the old one's
-//! sockets logs "No incoming socket transfer" as an ERROR each second it waits, which is
-//! every normal upgrade's first second. Here it is an INFO line saying what happens.
+//! One of Pingora's messages is re-levelled: a process that waits for listening sockets to
+//! be handed over (a new worker, or a new stable process taking them from an orphaned
+//! worker) logs "No incoming socket transfer" as an ERROR each second it waits, which is
+//! every normal start's first second. Here it is an INFO line saying what happens.
 
 use log::{Level, Log, Metadata, Record};
 
@@ -33,7 +34,7 @@ impl Log for Relevel {
                 .level(Level::Info)
                 .target(record.target())
                 .args(format_args!(
-                    "waiting for the running worker to send its listening sockets"
+                    "waiting for the listening sockets to be handed over"
                 ))
                 .build();
             if self.inner.enabled(waiting.metadata()) {

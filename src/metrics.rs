@@ -207,15 +207,20 @@ pub static IN_GRACE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 
 /// Registers the build-info series and the process metrics (open descriptors, resident
-/// memory, CPU seconds: Prometheus' `process_*`).
-pub fn init_process() {
+/// memory, CPU seconds: Prometheus' `process_*`). `supervisor` is the stable process's
+/// build as it told this worker (`VERSION COMMIT`), shown as its own series.
+pub fn init_process(supervisor: Option<&str>) {
     let info = gauge_vec(
         BUILD_INFO,
-        "Always 1: the version and commit of this snigate.",
-        &["version", "commit"],
+        "Always 1: the version and commit of this worker (process=\"worker\") and of the stable process that started it (process=\"supervisor\").",
+        &["process", "version", "commit"],
     );
-    info.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("SNIGATE_COMMIT")])
-        .set(1);
+    let (version, commit) = crate::build();
+    info.with_label_values(&["worker", version, commit]).set(1);
+    if let Some((version, commit)) = supervisor.and_then(|s| s.split_once(' ')) {
+        info.with_label_values(&["supervisor", version, commit])
+            .set(1);
+    }
     let process = prometheus::process_collector::ProcessCollector::for_self();
     if let Err(e) = REGISTRY.register(Box::new(process)) {
         log::warn!("process metrics are not available: {e}");

@@ -221,6 +221,9 @@ fn systemd_unit_verifies_and_is_hardened() {
     };
     // systemd keeps tracking the stable process, which outlives every upgrade.
     assert_eq!(one("Type"), "simple");
+    // Should the stable process die, its worker must survive to hand its sockets over.
+    assert_eq!(one("KillMode"), "process");
+    assert_eq!(one("Restart"), "always");
     assert!(one("ExecReload").contains("snigate upgrade -c /etc/snigate/snigate.yaml"));
     assert_eq!(one("DynamicUser"), "yes");
     assert_eq!(one("CapabilityBoundingSet"), "CAP_NET_BIND_SERVICE");

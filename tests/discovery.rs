@@ -323,7 +323,7 @@ fn netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
         let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap_or_default();
         let routes = lab.admin("/routes").1;
         if log.matches("Bootstrap done").count() == 2
-            && log.contains("SIGQUIT received")
+            && log.contains("upgrade done")
             && routes.contains(&format!("{} -> ", broker(3)))
         {
             break;

@@ -658,10 +658,16 @@ fn admin_endpoints_answer() {
     }
     assert_eq!(gw.metric("snigate_routes", &[]), 1.0);
     let version = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        gw.metric("snigate_build_info", &[("version", version)]),
-        1.0
-    );
+    for process in ["worker", "supervisor"] {
+        assert_eq!(
+            gw.metric(
+                "snigate_build_info",
+                &[("process", process), ("version", version)]
+            ),
+            1.0,
+            "{process}"
+        );
+    }
     assert!(gw.metric("process_open_fds", &[]) > 0.0);
     // Every outcome's series exists at zero before any connection closed.
     for outcome in [

@@ -1,10 +1,10 @@
 //! What every listener's connections share: the live route table, the settings a reload
 //! may change, the connection count, the drain schedule, and the loop guard.
 
-use crate::drain::Drain;
 use crate::metrics;
 use crate::routes::RouteStore;
 use crate::upstream::LoopGuard;
+use crate::worker::drain::Drain;
 use arc_swap::ArcSwap;
 use snigate_core::config::{Limits, ListenerConfig};
 use snigate_core::names::SniPattern;

@@ -6,10 +6,14 @@
 //! | `prepared PID` | a new worker, before it waits for the sockets | none |
 //! | `ready PID` | a worker, once `/ready` would answer 200 | none |
 //! | `reload-upgrade PID` | a worker whose discovered routes changed (`reload: upgrade`) | none |
-//! | `upgrade EXE<TAB>CONF` | `snigate upgrade` | `info …` lines, then `ok …` or `error …` |
-//! | `status` | anyone | `ok supervisor=PID current=PID workers=PID,PID` |
+//! | `upgrade EXE<TAB>CONF` | `snigate upgrade --worker-only` | `info …` lines, then `ok …` or `error …` |
+//! | `reexec EXE<TAB>CONF` | `snigate upgrade` | the same |
+//! | `status` | anyone | `ok supervisor=PID current=PID workers=PID,PID version=V commit=C` |
+//!
+//! An empty `EXE` means the binary at the stable process's own path.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +21,13 @@ use std::time::Duration;
 /// The control socket that goes with a pid file.
 pub fn socket_path(pid_file: &Path) -> PathBuf {
     pid_file.with_extension("ctl")
+}
+
+/// Where a worker whose stable process died offers its listening sockets to the next
+/// one: beside the pid file (`snigate.pid`, or its control socket `snigate.ctl` →
+/// `snigate.takeover`).
+pub fn takeover_path(pid_file_or_control: &Path) -> PathBuf {
+    pid_file_or_control.with_extension("takeover")
 }
 
 /// One request line.
@@ -30,8 +41,15 @@ pub enum Request {
     ReloadUpgrade(u32),
     /// Replace the running worker with one started from `exe` with config `conf`.
     Upgrade {
-        /// The binary to start.
-        exe: PathBuf,
+        /// The binary to start; `None`: the stable process's own path.
+        exe: Option<PathBuf>,
+        /// The config file.
+        conf: PathBuf,
+    },
+    /// Re-execute the stable process from `exe`, then replace the worker from it.
+    Reexec {
+        /// The binary; `None`: the stable process's own path.
+        exe: Option<PathBuf>,
         /// The config file.
         conf: PathBuf,
     },
@@ -48,11 +66,14 @@ impl Request {
             "prepared" => pid().map(Request::Prepared),
             "ready" => pid().map(Request::Ready),
             "reload-upgrade" => pid().map(Request::ReloadUpgrade),
-            "upgrade" => {
+            "upgrade" | "reexec" => {
                 let (exe, conf) = rest.split_once('\t')?;
-                Some(Request::Upgrade {
-                    exe: exe.into(),
-                    conf: conf.into(),
+                let exe = (!exe.is_empty()).then(|| PathBuf::from(exe));
+                let conf = conf.into();
+                Some(if verb == "upgrade" {
+                    Request::Upgrade { exe, conf }
+                } else {
+                    Request::Reexec { exe, conf }
                 })
             }
             "status" => Some(Request::Status),
@@ -66,11 +87,77 @@ impl Request {
             Request::Prepared(p) => format!("prepared {p}\n"),
             Request::Ready(p) => format!("ready {p}\n"),
             Request::ReloadUpgrade(p) => format!("reload-upgrade {p}\n"),
-            Request::Upgrade { exe, conf } => {
-                format!("upgrade {}\t{}\n", exe.display(), conf.display())
+            Request::Upgrade { exe, conf } | Request::Reexec { exe, conf } => {
+                let verb = if matches!(self, Request::Upgrade { .. }) {
+                    "upgrade"
+                } else {
+                    "reexec"
+                };
+                let exe = exe.as_deref().map(Path::display);
+                let exe = exe.map(|e| e.to_string()).unwrap_or_default();
+                format!("{verb} {exe}\t{}\n", conf.display())
             }
             Request::Status => "status\n".to_owned(),
         }
+    }
+}
+
+/// Where answers to a control request go: the requester's connection, written to
+/// directly (a line at a time, with a short timeout), so that it can be carried across the
+/// stable process's re-exec.
+#[derive(Debug)]
+pub struct Reply(UnixStream);
+
+impl Reply {
+    /// Answers on `stream`.
+    pub fn new(stream: UnixStream) -> Self {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        Reply(stream)
+    }
+
+    /// A progress line.
+    pub fn info(&self, text: &str) {
+        self.line("info", text);
+    }
+
+    /// The final line of a success.
+    pub fn ok(&self, text: &str) {
+        self.line("ok", text);
+    }
+
+    /// The final line of a failure.
+    pub fn error(&self, text: &str) {
+        self.line("error", text);
+    }
+
+    fn line(&self, kind: &str, text: &str) {
+        // One line per answer: a newline in the text would end it early.
+        let text = text.replace('\n', " ");
+        let _ = (&self.0).write_all(format!("{kind} {text}\n").as_bytes());
+    }
+
+    /// The connection's descriptor, to carry across an exec.
+    pub fn as_raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.0)
+    }
+
+    /// The connection, to mark for exec.
+    pub fn stream(&self) -> &UnixStream {
+        &self.0
+    }
+
+    /// The reply carried across an exec as descriptor `fd`.
+    ///
+    /// # Safety
+    /// `fd` must be an open Unix stream socket that nothing else owns.
+    pub unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        Reply::new(UnixStream::from_raw_fd(fd))
+    }
+
+    /// Gives up the connection without closing it.
+    pub fn into_raw_fd(self) -> RawFd {
+        self.0.into_raw_fd()
     }
 }
 
@@ -131,8 +218,16 @@ mod tests {
             Request::Ready(8),
             Request::ReloadUpgrade(9),
             Request::Upgrade {
-                exe: "/usr/bin/snigate".into(),
+                exe: Some("/usr/bin/snigate".into()),
                 conf: "/etc/snigate/prod conf.yaml".into(),
+            },
+            Request::Reexec {
+                exe: None,
+                conf: "/etc/snigate/snigate.yaml".into(),
+            },
+            Request::Reexec {
+                exe: Some("/opt/snigate new/snigate".into()),
+                conf: "/etc/snigate/snigate.yaml".into(),
             },
             Request::Status,
         ];
@@ -146,6 +241,10 @@ mod tests {
         assert_eq!(
             socket_path(Path::new("/run/snigate/snigate.pid")),
             Path::new("/run/snigate/snigate.ctl")
+        );
+        assert_eq!(
+            takeover_path(&socket_path(Path::new("/run/snigate/snigate.pid"))),
+            Path::new("/run/snigate/snigate.takeover")
         );
     }
 }

@@ -59,6 +59,14 @@ impl PidFile {
         })
     }
 
+    /// The pid file this process wrote before it re-executed itself (same pid): removed
+    /// on exit, as if written now.
+    pub fn adopt(path: &Path) -> PidFile {
+        PidFile {
+            path: path.to_owned(),
+        }
+    }
+
     /// The pid a pid file names, if it names a live process.
     pub fn read_live(path: &Path) -> Result<u32, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {

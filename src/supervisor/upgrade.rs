@@ -1,17 +1,19 @@
-//! An upgrade in progress: the new worker, how far it got, and who to tell.
+//! A worker start in progress (the first worker, a replacement after a crash, or an
+//! upgrade): the new worker, how far it got, and who to tell.
 //!
-//! An upgrade goes through these stages; a failure in any stage before `HandedOver`
-//! leaves the serving worker untouched:
+//! A start goes through these stages; a failure in any of them leaves the serving worker
+//! untouched, since it keeps accepting on the same sockets until the new one is ready:
 //! 1. `Starting`: the new worker is started with `-u` and loads its config and routes.
-//! 2. `Prepared`: it said so; once it listens on `upgrade_sock`, the serving worker gets
-//!    `SIGQUIT` and hands its listening sockets over.
-//! 3. `HandedOver`: the new worker serves once it reports ready; the old one drains.
+//! 2. `Prepared`: it said so; once it listens on `upgrade_sock`, the stable process hands
+//!    it a copy of the listening sockets.
+//! 3. `Sending`: the hand-over is under way.
+//! 4. `HandedOver`: the new worker accepts; once it reports ready, the old one is told to
+//!    stop accepting (SIGTERM) and drains.
 
-use super::control::Request;
+use super::control::{Reply, Request};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long a new worker may take to load its config and routes.
@@ -22,29 +24,8 @@ pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(8);
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `snigate upgrade` waits for the whole upgrade.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Where answers to a control request go.
-#[derive(Debug)]
-pub struct Reply(mpsc::UnboundedSender<String>);
-
-impl Reply {
-    /// Wraps the channel to a control connection.
-    pub fn new(tx: mpsc::UnboundedSender<String>) -> Self {
-        Reply(tx)
-    }
-    /// A progress line.
-    pub fn info(&self, text: &str) {
-        let _ = self.0.send(format!("info {text}"));
-    }
-    /// The final line of a success.
-    pub fn ok(&self, text: &str) {
-        let _ = self.0.send(format!("ok {text}"));
-    }
-    /// The final line of a failure.
-    pub fn error(&self, text: &str) {
-        let _ = self.0.send(format!("error {text}"));
-    }
-}
+/// How long the new binary may take to check the config before a re-exec.
+pub const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the supervisor reacts to, besides signals.
 #[derive(Debug)]
@@ -53,16 +34,34 @@ pub enum Event {
     Control(Request, Option<Reply>),
     /// A worker exited.
     Exited(u32, std::io::Result<ExitStatus>),
+    /// The hand-over of the listening sockets to a new worker ended.
+    Sent(u32, Result<(), String>),
+    /// The new binary's check before a re-exec ended: what it printed, or why it failed.
+    Preflight(Result<String, String>),
 }
 
+/// How far a worker start got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// The new worker is loading its config and routes.
     Starting,
     /// It has; it is about to wait for the sockets.
     Prepared,
-    /// The old worker was told to hand its sockets over.
+    /// The sockets are being handed to it.
+    Sending,
+    /// It has the sockets and accepts on them.
     HandedOver,
+}
+
+/// A re-exec in progress: the new binary is checking the config.
+#[derive(Debug)]
+pub struct Reexec {
+    /// The binary to exec.
+    pub exe: PathBuf,
+    /// The config file.
+    pub conf: PathBuf,
+    /// Where to report progress, if anyone asked.
+    pub reply: Option<Reply>,
 }
 
 /// An upgrade in progress.
@@ -80,6 +79,8 @@ pub struct Upgrade {
     pub conf: PathBuf,
     /// Where to report progress, if anyone asked.
     pub reply: Option<Reply>,
+    /// Listening sockets bound for this worker's config, closed if it fails.
+    pub added: Vec<String>,
 }
 
 impl Upgrade {

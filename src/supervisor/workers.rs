@@ -1,17 +1,28 @@
-//! The workers under the stable process: starting them, replacing them on an upgrade
-//! (see [`super::upgrade`]) or when one dies, and stopping them.
+//! The workers under the stable process: starting them (see [`super::upgrade`]), replacing
+//! them on an upgrade or when one dies, stopping them, and re-executing the stable
+//! process itself (see [`super::reexec`]).
 
-use super::control::Request;
+use super::control::{Reply, Request};
+use super::handoff::{CarriedWorker, Handoff, FORMAT};
+use super::reexec;
+use super::sockets::ListenSockets;
 use super::upgrade::{
-    Event, Reply, Stage, Upgrade, PREPARE_TIMEOUT, READY_TIMEOUT, SOCKET_TIMEOUT,
+    Event, Reexec, Stage, Upgrade, PREPARE_TIMEOUT, READY_TIMEOUT, SOCKET_TIMEOUT,
 };
-use super::CONTROL_ENV;
-use crate::signals::{listen, next, someone_listens_on};
-use std::collections::HashSet;
+use super::{BUILD_ENV, CONTROL_ENV, SUPERVISOR_PID_ENV};
+use crate::config::Config;
+use crate::listener::hand_over;
+use crate::process::{
+    block_handled_signals, exited, kill, listen, next, pidfd_open, reap, someone_listens_on,
+};
+use crate::BUILD;
+use std::collections::BTreeSet;
+use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::signal::unix::SignalKind;
+use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -19,52 +30,82 @@ use tokio::time::Instant;
 const FIRST_RESTART_PAUSE: Duration = Duration::from_secs(1);
 const MAX_RESTART_PAUSE: Duration = Duration::from_secs(30);
 
+/// Why a worker is being started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The gateway's first worker.
+    First,
+    /// A replacement for a worker that died.
+    Restart,
+    /// An upgrade (`snigate upgrade`, a re-exec, or `reload: upgrade`).
+    Upgrade,
+}
+
+/// How the supervisor begins.
+pub enum Begin {
+    /// A fresh start: start the first worker.
+    Fresh,
+    /// After a re-exec: the workers carried over, and the upgrade that asked for it.
+    Resumed {
+        /// The workers, as the old image knew them.
+        workers: Vec<CarriedWorker>,
+        /// Whether a worker has ever been ready.
+        ever_ready: bool,
+        /// The `snigate upgrade` waiting for the end.
+        reply: Option<Reply>,
+        /// The old image's build.
+        from_build: String,
+    },
+}
+
+/// What the supervisor runs with.
+pub struct Setup {
+    /// The binary workers start from (the stable process's own path).
+    pub exe: PathBuf,
+    /// The config file.
+    pub conf: PathBuf,
+    /// The control socket's path.
+    pub control: PathBuf,
+    /// The control socket's listening descriptor (carried across a re-exec).
+    pub control_fd: RawFd,
+    /// The pid file.
+    pub pid_file: PathBuf,
+    /// Where new workers wait for the listening sockets.
+    pub upgrade_sock: PathBuf,
+    /// The listening sockets.
+    pub sockets: ListenSockets,
+    /// Where events go.
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
 /// The supervisor's state.
 pub struct Workers {
-    exe: PathBuf,
-    conf: PathBuf,
-    control: PathBuf,
-    upgrade_sock: PathBuf,
-    events: mpsc::UnboundedSender<Event>,
-    alive: HashSet<u32>,
+    setup: Setup,
+    alive: BTreeSet<u32>,
     current: Option<u32>,
     ever_ready: bool,
-    upgrade: Option<Upgrade>,
+    upgrade: Option<(Upgrade, Kind)>,
+    /// A re-exec whose new binary is being checked.
+    reexec: Option<Reexec>,
+    /// A re-exec whose new binary passed its check: the main loop execs it next.
+    exec_ready: Option<Reexec>,
     stopping: bool,
     restart_at: Option<Instant>,
     restart_pause: Duration,
     exit_code: Option<i32>,
 }
 
-fn kill(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: sending a signal has no memory effects on this process.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
 impl Workers {
-    /// The supervisor for workers started from `exe` with config `conf`.
-    pub fn new(
-        exe: PathBuf,
-        conf: PathBuf,
-        control: PathBuf,
-        upgrade_sock: PathBuf,
-        events: mpsc::UnboundedSender<Event>,
-    ) -> Self {
+    /// The supervisor for `setup`.
+    pub fn new(setup: Setup) -> Self {
         Workers {
-            exe,
-            conf,
-            control,
-            upgrade_sock,
-            events,
-            alive: HashSet::new(),
+            setup,
+            alive: BTreeSet::new(),
             current: None,
             ever_ready: false,
             upgrade: None,
+            reexec: None,
+            exec_ready: None,
             stopping: false,
             restart_at: None,
             restart_pause: FIRST_RESTART_PAUSE,
@@ -72,20 +113,26 @@ impl Workers {
         }
     }
 
-    /// Starts the first worker and supervises until every worker is gone after a stop;
-    /// returns the process exit code.
-    pub async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) -> i32 {
-        let mut hup = listen(SignalKind::hangup(), "SIGHUP");
-        let mut term = listen(SignalKind::terminate(), "SIGTERM");
-        let mut int = listen(SignalKind::interrupt(), "SIGINT");
-        let mut quit = listen(SignalKind::quit(), "SIGQUIT");
-        let mut usr1 = listen(SignalKind::user_defined1(), "SIGUSR1");
-        match self.spawn(&self.exe.clone(), &self.conf.clone(), false) {
-            Ok(pid) => self.current = Some(pid),
-            Err(e) => {
-                log::error!("cannot start the worker: {e}");
-                return 1;
+    /// Starts (or takes over) the workers and supervises until every worker is gone after
+    /// a stop; returns the process exit code.
+    pub async fn run(mut self, begin: Begin, mut events: mpsc::UnboundedReceiver<Event>) -> i32 {
+        let mut signals = Signals::listen();
+        // Signals blocked across a re-exec arrive now, to the handlers just installed.
+        block_handled_signals(false);
+        match begin {
+            Begin::Fresh => {
+                let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
+                if let Err(e) = self.start(exe, conf, Kind::First, None, Vec::new()) {
+                    log::error!("cannot start the worker: {e}");
+                    return 1;
+                }
             }
+            Begin::Resumed {
+                workers,
+                ever_ready,
+                reply,
+                from_build,
+            } => self.resume(workers, ever_ready, reply, &from_build),
         }
         loop {
             if let Some(code) = self.exit_code {
@@ -95,70 +142,223 @@ impl Workers {
                 log::info!("every worker has stopped; exiting");
                 return 0;
             }
+            if let Some(checked) = self.exec_ready.take() {
+                self.exec(checked, &mut signals).await;
+                continue;
+            }
             let wake = self.next_wake();
             tokio::select! {
-                _ = next(&mut hup) => self.forward_to_current(libc::SIGHUP, "SIGHUP: reloading the config"),
-                _ = next(&mut term) => self.stop(libc::SIGTERM, "SIGTERM"),
-                _ = next(&mut int) => self.stop(libc::SIGINT, "SIGINT"),
-                _ = next(&mut usr1) => {
-                    for pid in &self.alive {
-                        kill(*pid, libc::SIGUSR1);
-                    }
-                }
-                _ = next(&mut quit) => log::error!(
-                    "SIGQUIT received by the stable process (pid {}); it is not an upgrade here and is ignored. To upgrade, run `snigate upgrade -c {}`",
-                    std::process::id(),
-                    self.conf.display()
-                ),
+                sig = signals.next() => self.on_signal(sig),
                 Some(event) = events.recv() => self.on_event(event),
                 _ = sleep_until(wake) => self.on_wake(),
             }
         }
     }
 
-    fn spawn(&mut self, exe: &Path, conf: &Path, upgrade: bool) -> std::io::Result<u32> {
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("--worker");
-        if upgrade {
-            cmd.arg("-u");
+    fn on_signal(&mut self, sig: Sig) {
+        match sig {
+            Sig::Hup => self.forward_hup(),
+            Sig::Term => self.stop(libc::SIGTERM, "SIGTERM"),
+            Sig::Int => self.stop(libc::SIGINT, "SIGINT"),
+            Sig::Usr1 => {
+                for pid in &self.alive {
+                    kill(*pid, libc::SIGUSR1);
+                }
+            }
+            Sig::Quit => log::error!(
+                "SIGQUIT received by the stable process (pid {}); it is not an upgrade here and is ignored. To upgrade, run `snigate upgrade -c {}`",
+                std::process::id(),
+                self.setup.conf.display()
+            ),
         }
+    }
+
+    /// Re-executes the stable process from the binary `checked` names (its check passed).
+    /// The handled signals are blocked first, and those already delivered are served
+    /// here, so that none is lost to the exec.
+    async fn exec(&mut self, checked: Reexec, signals: &mut Signals) {
+        block_handled_signals(true);
+        for sig in signals.pending().await {
+            self.on_signal(sig);
+        }
+        let fail = |why: &str| {
+            log::error!("upgrade failed: {why}");
+            if let Some(reply) = &checked.reply {
+                reply.error(why);
+            }
+        };
+        if self.stopping || self.upgrade.is_some() {
+            block_handled_signals(false);
+            return fail(if self.stopping {
+                "the gateway is stopping"
+            } else {
+                "a worker started during the check; the running gateway is untouched, try again"
+            });
+        }
+        let handoff = self.handoff(&checked.exe, &checked.conf, checked.reply.as_ref());
+        let e = reexec::exec(&checked.exe, &checked.conf, &handoff);
+        fail(&format!(
+            "cannot execute {}: {e}; the running stable process keeps serving, untouched",
+            checked.exe.display()
+        ));
+        if self.current.is_none() && self.upgrade.is_none() {
+            self.schedule_restart();
+        }
+    }
+
+    /// Takes over the workers the old image ran, then replaces the serving one from this
+    /// binary, as the re-exec's caller asked.
+    fn resume(
+        &mut self,
+        workers: Vec<CarriedWorker>,
+        ever_ready: bool,
+        reply: Option<Reply>,
+        from_build: &str,
+    ) {
+        self.ever_ready = ever_ready;
+        for w in workers {
+            self.watch(w.pid);
+            if w.current {
+                self.current = Some(w.pid);
+            }
+        }
+        let text = format!(
+            "the stable process (pid {}) re-executed: it ran snigate {from_build}, and now runs {} ({}); it keeps its {} worker(s) and listening sockets",
+            std::process::id(),
+            self.setup.exe.display(),
+            BUILD,
+            self.alive.len()
+        );
+        log::info!("upgrade: {text}");
+        if let Some(r) = &reply {
+            r.info(&text);
+        }
+        let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
+        let kind = if self.current.is_some() {
+            Kind::Upgrade
+        } else {
+            Kind::Restart
+        };
+        self.begin_upgrade(exe, conf, reply, kind);
+        if self.upgrade.is_none() && self.current.is_none() {
+            // The old image had a restart pending, and this one could not start a worker.
+            self.schedule_restart();
+        }
+    }
+
+    /// Starts a worker from `exe` that will receive the listening sockets.
+    fn start(
+        &mut self,
+        exe: PathBuf,
+        conf: PathBuf,
+        kind: Kind,
+        reply: Option<Reply>,
+        added: Vec<String>,
+    ) -> std::io::Result<u32> {
+        let prime = self.current.is_some();
+        let pid = match self.spawn(&exe, &conf, prime) {
+            Ok(pid) => pid,
+            Err(e) => {
+                self.setup.sockets.close(&added);
+                if let Some(r) = &reply {
+                    r.error(&format!(
+                        "cannot start {}: {e}; the running gateway is untouched",
+                        exe.display()
+                    ));
+                }
+                return Err(e);
+            }
+        };
+        let u = Upgrade {
+            pid,
+            stage: Stage::Starting,
+            deadline: Instant::now() + PREPARE_TIMEOUT,
+            exe,
+            conf,
+            reply,
+            added,
+        };
+        if kind == Kind::Upgrade {
+            u.info(&format!(
+                "started new worker pid {pid} from {}",
+                u.exe.display()
+            ));
+        }
+        if !prime {
+            // Nobody else serves: this is the worker, from its start.
+            self.current = Some(pid);
+        }
+        self.upgrade = Some((u, kind));
+        Ok(pid)
+    }
+
+    fn spawn(&mut self, exe: &Path, conf: &Path, prime: bool) -> std::io::Result<u32> {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("--worker").arg("-u");
+        if prime {
+            cmd.arg("--prime");
+        }
+        let supervisor = std::process::id();
         cmd.arg("-c")
             .arg(conf)
-            .env(CONTROL_ENV, &self.control)
+            .env(CONTROL_ENV, &self.setup.control)
+            .env(SUPERVISOR_PID_ENV, supervisor.to_string())
+            .env(BUILD_ENV, BUILD)
             .stdin(Stdio::null());
-        let supervisor = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+        let parent = libc::pid_t::try_from(supervisor).unwrap_or(0);
         // SAFETY: runs in the child between fork and exec, and only makes system calls.
         unsafe {
             cmd.pre_exec(move || {
-                // If this process dies, however it dies, its workers stop (they drain).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != supervisor {
+                if libc::getppid() != parent {
                     return Err(std::io::Error::other("the stable process is gone"));
+                }
+                // A reload or a log reopen passed on before the worker listens for them
+                // must not kill it (their default action): ignored until it does.
+                for sig in [libc::SIGHUP, libc::SIGUSR1, libc::SIGQUIT] {
+                    libc::signal(sig, libc::SIG_IGN);
                 }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn()?;
-        let pid = child
-            .id()
-            .ok_or_else(|| std::io::Error::other("the worker exited at once"))?;
-        self.alive.insert(pid);
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            let _ = events.send(Event::Exited(pid, status));
-        });
+        // The child is reaped through its pidfd (see `watch`), never through `Child`.
+        let pid = cmd.spawn()?.id();
+        self.watch(pid);
         log::info!("started worker pid {pid} from {}", exe.display());
         Ok(pid)
     }
 
-    fn forward_to_current(&self, sig: libc::c_int, what: &str) {
-        match self.current {
+    /// Tracks worker `pid` until it exits, then reaps it and reports the exit.
+    fn watch(&mut self, pid: u32) {
+        self.alive.insert(pid);
+        let events = self.setup.events.clone();
+        let pidfd = match pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = events.send(Event::Exited(pid, Err(e)));
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let status = match exited(pidfd).await {
+                Ok(()) => loop {
+                    match reap(pid) {
+                        Ok(Some(s)) => break Ok(s),
+                        Ok(None) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Err(e) => break Err(e),
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            let _ = events.send(Event::Exited(pid, status));
+        });
+    }
+
+    fn forward_hup(&self) {
+        let what = "SIGHUP: reloading the config";
+        match self.current.or(self.upgrade.as_ref().map(|(u, _)| u.pid)) {
             Some(pid) => {
                 log::info!("{what} (worker pid {pid})");
-                kill(pid, sig);
+                kill(pid, libc::SIGHUP);
             }
             None => log::warn!("{what}: no worker is running"),
         }
@@ -168,18 +368,24 @@ impl Workers {
         log::info!("{name} received; stopping {} worker(s)", self.alive.len());
         self.stopping = true;
         self.restart_at = None;
-        if let Some(u) = self.upgrade.take() {
+        let why = format!("{name} received; the gateway is stopping");
+        if let Some((u, _)) = self.upgrade.take() {
             if let Some(r) = &u.reply {
-                r.error(&format!("{name} received; the gateway is stopping"));
+                r.error(&why);
             }
+        }
+        if let Some(r) = self.reexec.take().and_then(|r| r.reply) {
+            r.error(&why);
         }
         for pid in &self.alive {
             kill(*pid, sig);
         }
+        // New connections are refused from now on, not queued for nobody.
+        self.setup.sockets.close_all();
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        let upgrade = self.upgrade.as_ref().map(|u| match u.stage {
+        let upgrade = self.upgrade.as_ref().map(|(u, _)| match u.stage {
             // Poll for the new worker's upgrade socket.
             Stage::Prepared => (Instant::now() + Duration::from_millis(10)).min(u.deadline),
             _ => u.deadline,
@@ -196,77 +402,125 @@ impl Workers {
             self.restart_at = None;
             self.restart();
         }
-        let Some(u) = &mut self.upgrade else {
+        let Some((u, _)) = &mut self.upgrade else {
             return;
         };
-        if u.stage == Stage::Prepared && someone_listens_on(&self.upgrade_sock) {
-            match self.current {
-                Some(old) => {
-                    u.info(&format!(
-                        "worker pid {old} hands its listening sockets over to worker pid {}",
-                        u.pid
-                    ));
-                    kill(old, libc::SIGQUIT);
+        if u.stage == Stage::Prepared && someone_listens_on(&self.setup.upgrade_sock) {
+            u.stage = Stage::Sending;
+            u.deadline = now + SOCKET_TIMEOUT;
+            let (pid, path) = (u.pid, self.setup.upgrade_sock.clone());
+            let events = self.setup.events.clone();
+            match self.setup.sockets.duplicate() {
+                Ok(sockets) => {
+                    // A thread of its own, gone when done: no thread lingers to take a
+                    // signal meant for the stable process (see `exec`).
+                    std::thread::spawn(move || {
+                        let sent = hand_over(&sockets, &path);
+                        let _ = events.send(Event::Sent(pid, sent));
+                    });
                 }
-                None => u.info("no worker was serving; the new one takes the sockets itself"),
+                Err(e) => {
+                    let _ = events.send(Event::Sent(pid, Err(e.to_string())));
+                }
             }
-            u.stage = Stage::HandedOver;
-            u.deadline = now + READY_TIMEOUT;
             return;
         }
         if u.deadline > now {
             return;
         }
-        let Some(u) = self.upgrade.take() else {
+        let Some((u, kind)) = self.upgrade.take() else {
             return;
         };
         match u.stage {
-            Stage::Starting | Stage::Prepared => {
+            Stage::Starting | Stage::Prepared | Stage::Sending => {
                 kill(u.pid, libc::SIGKILL);
-                let why = if u.stage == Stage::Starting {
-                    format!("the new worker did not load its config within {PREPARE_TIMEOUT:?}")
-                } else {
-                    format!(
+                let why = match u.stage {
+                    Stage::Starting => format!(
+                        "the new worker did not load its config within {PREPARE_TIMEOUT:?}"
+                    ),
+                    Stage::Prepared => format!(
                         "the new worker did not wait for the sockets on {} within {SOCKET_TIMEOUT:?}",
-                        self.upgrade_sock.display()
-                    )
+                        self.setup.upgrade_sock.display()
+                    ),
+                    _ => format!(
+                        "the listening sockets could not be handed to the new worker within {SOCKET_TIMEOUT:?}"
+                    ),
                 };
-                self.fail(u, &format!("{why}; the running gateway is untouched"));
+                self.fail(u, kind, &why);
             }
-            Stage::HandedOver => {
-                // It holds the sockets now: it is the worker, ready or not.
-                self.current = Some(u.pid);
-                self.exe = u.exe.clone();
-                self.conf = u.conf.clone();
+            Stage::HandedOver if self.serves_beside(u.pid) => {
+                // It accepts on the same sockets as the serving worker: let it drain.
+                kill(u.pid, libc::SIGTERM);
                 self.fail(
                     u,
-                    &format!("the new worker took the sockets but did not report ready within {READY_TIMEOUT:?}; check its log and /ready"),
+                    kind,
+                    &format!("the new worker did not report ready within {READY_TIMEOUT:?} and was told to stop; check its log"),
                 );
+            }
+            Stage::HandedOver => {
+                // Nobody else serves: it is the worker, ready or not.
+                self.current = Some(u.pid);
+                self.setup.exe = u.exe.clone();
+                self.setup.conf = u.conf.clone();
+                log::error!("worker pid {} did not report ready within {READY_TIMEOUT:?}; check its log and /ready", u.pid);
+                if let Some(r) = &u.reply {
+                    r.error(&format!("the new worker did not report ready within {READY_TIMEOUT:?}; check its log and /ready"));
+                }
             }
         }
     }
 
-    fn fail(&self, u: Upgrade, why: &str) {
-        log::error!("upgrade failed: {why}");
-        if let Some(r) = &u.reply {
-            r.error(why);
+    /// True when a worker other than `pid` serves.
+    fn serves_beside(&self, pid: u32) -> bool {
+        self.current.is_some_and(|c| c != pid)
+    }
+
+    /// A start failed: report it; the serving worker, if any, is untouched.
+    fn fail(&mut self, u: Upgrade, kind: Kind, why: &str) {
+        if self.current == Some(u.pid) {
+            self.current = None;
+        }
+        // Sockets bound for this worker's config would only queue connections for nobody.
+        self.setup.sockets.close(&u.added);
+        match kind {
+            Kind::Upgrade => {
+                let why = format!("{why}; the running gateway is untouched");
+                log::error!("upgrade failed: {why}");
+                if let Some(r) = &u.reply {
+                    r.error(&why);
+                }
+            }
+            Kind::First if !self.ever_ready => {
+                log::error!("{why}; exiting");
+                self.exit_code = Some(1);
+            }
+            Kind::First | Kind::Restart => {
+                log::error!("{why}; trying again in {:?}", self.restart_pause);
+                self.schedule_restart();
+            }
+        }
+        // A failed upgrade that nobody serves behind is a worker to replace.
+        if kind == Kind::Upgrade && self.current.is_none() && !self.stopping {
+            self.schedule_restart();
         }
     }
 
     fn restart(&mut self) {
-        if self.stopping {
+        if self.stopping || self.current.is_some() {
             return;
         }
-        let (exe, conf) = (self.exe.clone(), self.conf.clone());
-        match self.spawn(&exe, &conf, false) {
-            Ok(pid) => self.current = Some(pid),
-            Err(e) => {
-                log::error!(
-                    "cannot start a worker: {e}; trying again in {:?}",
-                    self.restart_pause
-                );
-                self.schedule_restart();
-            }
+        if self.upgrade.is_some() || self.reexec.is_some() || self.exec_ready.is_some() {
+            // Whatever is under way may bring a worker; look again shortly.
+            self.restart_at = Some(Instant::now() + Duration::from_millis(200));
+            return;
+        }
+        let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
+        if let Err(e) = self.start(exe, conf, Kind::Restart, None, Vec::new()) {
+            log::error!(
+                "cannot start a worker: {e}; trying again in {:?}",
+                self.restart_pause
+            );
+            self.schedule_restart();
         }
     }
 
@@ -279,34 +533,43 @@ impl Workers {
         match event {
             Event::Control(request, reply) => self.on_request(request, reply),
             Event::Exited(pid, status) => self.on_exit(pid, status),
+            Event::Sent(pid, result) => self.on_sent(pid, result),
+            Event::Preflight(result) => self.on_preflight(result),
         }
     }
 
     fn on_request(&mut self, request: Request, reply: Option<Reply>) {
         match request {
             Request::Status => {
-                let mut pids: Vec<String> = self.alive.iter().map(|p| p.to_string()).collect();
-                pids.sort();
+                let pids: Vec<String> = self.alive.iter().map(|p| p.to_string()).collect();
                 let current = self.current.map_or("-".to_owned(), |p| p.to_string());
+                let (version, commit) = crate::build();
                 if let Some(r) = reply {
                     r.ok(&format!(
-                        "supervisor={} current={current} workers={}",
+                        "supervisor={} current={current} workers={} version={version} commit={commit}",
                         std::process::id(),
-                        pids.join(",")
+                        pids.join(","),
                     ));
                 }
             }
-            Request::Upgrade { exe, conf } => self.begin_upgrade(exe, conf, reply),
+            Request::Upgrade { exe, conf } => {
+                let exe = exe.unwrap_or_else(|| self.setup.exe.clone());
+                self.begin_upgrade(exe, conf, reply, Kind::Upgrade);
+            }
+            Request::Reexec { exe, conf } => {
+                let exe = exe.unwrap_or_else(|| self.setup.exe.clone());
+                self.begin_reexec(exe, conf, reply);
+            }
             Request::ReloadUpgrade(pid) if Some(pid) == self.current => {
                 log::info!("worker pid {pid}: discovered routes changed and reload is `upgrade`");
-                let (exe, conf) = (self.exe.clone(), self.conf.clone());
-                self.begin_upgrade(exe, conf, None);
+                let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
+                self.begin_upgrade(exe, conf, None, Kind::Upgrade);
             }
             Request::ReloadUpgrade(_) => {}
             Request::Prepared(pid) => {
-                if let Some(u) = self.upgrade.as_mut().filter(|u| u.pid == pid) {
+                if let Some((u, _)) = self.upgrade.as_mut().filter(|(u, _)| u.pid == pid) {
                     u.info(&format!(
-                        "worker pid {pid} loaded its config and routes; waiting for it to ask for the sockets"
+                        "worker pid {pid} loaded its config and routes; handing it the listening sockets"
                     ));
                     u.stage = Stage::Prepared;
                     u.deadline = Instant::now() + SOCKET_TIMEOUT;
@@ -316,87 +579,212 @@ impl Workers {
         }
     }
 
-    fn begin_upgrade(&mut self, exe: PathBuf, conf: PathBuf, reply: Option<Reply>) {
+    /// Why a new upgrade cannot begin now, if it cannot.
+    fn busy(&self) -> Option<String> {
+        if self.stopping {
+            return Some("the gateway is stopping".to_owned());
+        }
+        if let Some((u, kind)) = &self.upgrade {
+            return Some(match kind {
+                Kind::Upgrade => format!(
+                    "an upgrade is already in progress (new worker pid {}); wait for it to finish, then try again",
+                    u.pid
+                ),
+                Kind::First | Kind::Restart => format!(
+                    "worker pid {} is still starting; try again once /ready answers 200",
+                    u.pid
+                ),
+            });
+        }
+        if let Some(r) = self.reexec.as_ref().or(self.exec_ready.as_ref()) {
+            return Some(format!(
+                "an upgrade is already in progress (re-executing the stable process from {}); wait for it to finish, then try again",
+                r.exe.display()
+            ));
+        }
+        None
+    }
+
+    fn begin_upgrade(&mut self, exe: PathBuf, conf: PathBuf, reply: Option<Reply>, kind: Kind) {
         let refuse = |why: &str| {
             log::warn!("upgrade refused: {why}");
             if let Some(r) = &reply {
                 r.error(why);
             }
         };
-        if self.stopping {
-            return refuse("the gateway is stopping");
+        if let Some(why) = self.busy() {
+            return refuse(&why);
         }
-        if let Some(u) = &self.upgrade {
-            return refuse(&format!(
-                "an upgrade is already in progress (new worker pid {})",
-                u.pid
-            ));
-        }
-        match self.spawn(&exe, &conf, true) {
-            Ok(pid) => {
-                let u = Upgrade {
-                    pid,
-                    stage: Stage::Starting,
-                    deadline: Instant::now() + PREPARE_TIMEOUT,
-                    exe,
-                    conf,
-                    reply,
-                };
-                u.info(&format!(
-                    "started new worker pid {pid} from {}",
-                    u.exe.display()
-                ));
-                self.upgrade = Some(u);
-            }
-            Err(e) => refuse(&format!(
-                "cannot start {}: {e}; the running gateway is untouched",
+        // A listener added to the file needs its socket before the worker asks for it.
+        let config = Config::load_without_secrets(&conf.to_string_lossy());
+        let ensured = match config {
+            Ok(c) => self
+                .setup
+                .sockets
+                .ensure(&c.gateway)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("config {}: {e}", conf.display())),
+        };
+        let added = match ensured {
+            Ok(added) => added,
+            Err(e) => return refuse(&format!("{e}; the running gateway is untouched")),
+        };
+        if let Err(e) = self.start(exe.clone(), conf, kind, reply, added) {
+            log::warn!(
+                "upgrade refused: cannot start {}: {e}; the running gateway is untouched",
                 exe.display()
-            )),
+            );
+        }
+    }
+
+    fn begin_reexec(&mut self, exe: PathBuf, conf: PathBuf, reply: Option<Reply>) {
+        if let Some(why) = self.busy() {
+            log::warn!("upgrade refused: {why}");
+            if let Some(r) = &reply {
+                r.error(&why);
+            }
+            return;
+        }
+        let text = format!(
+            "checking that {} starts and accepts {} before the stable process (pid {}) re-executes it",
+            exe.display(),
+            conf.display(),
+            std::process::id()
+        );
+        log::info!("upgrade: {text}");
+        if let Some(r) = &reply {
+            r.info(&text);
+        }
+        let handoff = self.handoff(&exe, &conf, reply.as_ref());
+        let events = self.setup.events.clone();
+        let (check_exe, check_conf) = (exe.clone(), conf.clone());
+        // A thread of its own, gone when done (see `exec`).
+        std::thread::spawn(move || {
+            let result = reexec::preflight(&check_exe, &check_conf, &handoff);
+            let _ = events.send(Event::Preflight(result));
+        });
+        self.reexec = Some(Reexec { exe, conf, reply });
+    }
+
+    fn on_preflight(&mut self, result: Result<String, String>) {
+        let Some(r) = self.reexec.take() else {
+            return;
+        };
+        let summary = match result {
+            Ok(s) => s,
+            Err(why) => {
+                let why = format!("{why}; the running gateway is untouched");
+                log::error!("upgrade failed: {why}");
+                if let Some(reply) = &r.reply {
+                    reply.error(&why);
+                }
+                return;
+            }
+        };
+        let text = format!(
+            "{} checked the config ({summary}); re-executing the stable process (pid {}) from it",
+            r.exe.display(),
+            std::process::id()
+        );
+        log::info!("upgrade: {text}");
+        if let Some(reply) = &r.reply {
+            reply.info(&text);
+        }
+        // The exec itself runs from the main loop, which can serve pending signals first.
+        self.exec_ready = Some(r);
+    }
+
+    /// What a re-exec carries.
+    fn handoff(&self, exe: &Path, conf: &Path, reply: Option<&Reply>) -> Handoff {
+        Handoff {
+            format: FORMAT,
+            exe: exe.to_owned(),
+            conf: conf.to_owned(),
+            pid_file: self.setup.pid_file.clone(),
+            upgrade_sock: self.setup.upgrade_sock.clone(),
+            control_fd: self.setup.control_fd,
+            listeners: self.setup.sockets.raw(),
+            workers: self
+                .alive
+                .iter()
+                .map(|&pid| CarriedWorker {
+                    pid,
+                    current: Some(pid) == self.current,
+                })
+                .collect(),
+            ever_ready: self.ever_ready,
+            reply_fd: reply.map(Reply::as_raw_fd),
+            from_build: BUILD.to_owned(),
+        }
+    }
+
+    fn on_sent(&mut self, pid: u32, result: Result<(), String>) {
+        let Some((u, _)) = self.upgrade.as_mut().filter(|(u, _)| u.pid == pid) else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                u.info(&format!("worker pid {pid} has the listening sockets"));
+                u.stage = Stage::HandedOver;
+                u.deadline = Instant::now() + READY_TIMEOUT;
+            }
+            Err(e) => {
+                kill(pid, libc::SIGKILL);
+                if let Some((u, kind)) = self.upgrade.take() {
+                    self.fail(
+                        u,
+                        kind,
+                        &format!("cannot hand the listening sockets to the new worker: {e}"),
+                    );
+                }
+            }
         }
     }
 
     fn on_ready(&mut self, pid: u32) {
-        if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
-            let Some(u) = self.upgrade.take() else {
-                return;
-            };
-            let old = self.current.replace(pid);
-            self.exe = u.exe.clone();
-            self.conf = u.conf.clone();
-            self.ever_ready = true;
-            self.restart_pause = FIRST_RESTART_PAUSE;
-            let text = match old {
-                Some(old) => format!(
-                    "worker pid {pid} serves; worker pid {old} closes its connections over grace_period_seconds"
-                ),
-                None => format!("worker pid {pid} serves"),
-            };
-            log::info!("upgrade done: {text}");
-            if let Some(r) = &u.reply {
-                r.ok(&text);
+        let Some((u, kind)) = self.upgrade.take_if(|(u, _)| u.pid == pid) else {
+            return;
+        };
+        let old = self.current.replace(pid).filter(|&old| old != pid);
+        if let Some(old) = old {
+            // It stops accepting and drains; the sockets stay open in the new worker.
+            kill(old, libc::SIGTERM);
+        }
+        self.setup.exe = u.exe.clone();
+        self.setup.conf = u.conf.clone();
+        self.ever_ready = true;
+        self.restart_pause = FIRST_RESTART_PAUSE;
+        if let Ok(c) = Config::load_without_secrets(&u.conf.to_string_lossy()) {
+            for key in self.setup.sockets.retain_for(&c.gateway) {
+                log::info!("closed the listening socket on {key}: the config no longer has it");
             }
-        } else if Some(pid) == self.current {
-            if !self.ever_ready {
-                log::info!("worker pid {pid} is ready");
-            }
-            self.ever_ready = true;
-            self.restart_pause = FIRST_RESTART_PAUSE;
+        }
+        let text = match old {
+            Some(old) => format!(
+                "worker pid {pid} serves; worker pid {old} closes its connections over grace_period_seconds"
+            ),
+            None => format!("worker pid {pid} serves"),
+        };
+        match kind {
+            Kind::Upgrade => log::info!("upgrade done: {text}"),
+            Kind::First => log::info!("worker pid {pid} is ready"),
+            Kind::Restart => log::info!("replacement worker pid {pid} is ready"),
+        }
+        if let Some(r) = &u.reply {
+            r.ok(&text);
         }
     }
 
     fn on_exit(&mut self, pid: u32, status: std::io::Result<ExitStatus>) {
         self.alive.remove(&pid);
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-        if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
-            let Some(u) = self.upgrade.take() else {
-                return;
-            };
-            if u.stage == Stage::HandedOver {
-                self.fail(u, &format!("the new worker ({status}) died after it took the listening sockets; starting a fresh worker"));
-                self.current = None;
-                self.schedule_restart();
-            } else {
-                self.fail(u, &format!("the new worker exited ({status}) before it served; the running gateway is untouched"));
+        if let Some((u, kind)) = self.upgrade.take_if(|(u, _)| u.pid == pid) {
+            if !self.stopping {
+                self.fail(
+                    u,
+                    kind,
+                    &format!("the new worker exited ({status}) before it served"),
+                );
             }
             return;
         }
@@ -407,9 +795,6 @@ impl Workers {
         self.current = None;
         if self.stopping {
             log::info!("worker pid {pid} has stopped ({status})");
-        } else if !self.ever_ready {
-            log::error!("the worker exited ({status}) before it served; exiting");
-            self.exit_code = Some(1);
         } else {
             log::error!(
                 "worker pid {pid} exited unexpectedly ({status}); starting a new one in {:?}",
@@ -417,6 +802,56 @@ impl Workers {
             );
             self.schedule_restart();
         }
+    }
+}
+
+/// A signal the stable process handles.
+#[derive(Debug, Clone, Copy)]
+enum Sig {
+    Hup,
+    Term,
+    Int,
+    Quit,
+    Usr1,
+}
+
+/// The stable process's signal streams.
+struct Signals([(Sig, Option<Signal>); 5]);
+
+impl Signals {
+    fn listen() -> Self {
+        Signals([
+            (Sig::Hup, listen(SignalKind::hangup(), "SIGHUP")),
+            (Sig::Term, listen(SignalKind::terminate(), "SIGTERM")),
+            (Sig::Int, listen(SignalKind::interrupt(), "SIGINT")),
+            (Sig::Quit, listen(SignalKind::quit(), "SIGQUIT")),
+            (Sig::Usr1, listen(SignalKind::user_defined1(), "SIGUSR1")),
+        ])
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Sig {
+        let [(_, hup), (_, term), (_, int), (_, quit), (_, usr1)] = &mut self.0;
+        tokio::select! {
+            _ = next(hup) => Sig::Hup,
+            _ = next(term) => Sig::Term,
+            _ = next(int) => Sig::Int,
+            _ = next(quit) => Sig::Quit,
+            _ = next(usr1) => Sig::Usr1,
+        }
+    }
+
+    /// The signals delivered but not yet served, without waiting for more.
+    async fn pending(&mut self) -> Vec<Sig> {
+        // Let the runtime read what the signal handlers wrote, then take it.
+        tokio::task::yield_now().await;
+        let mut got = Vec::new();
+        for (sig, stream) in &mut self.0 {
+            while let Ok(()) = tokio::time::timeout(Duration::ZERO, next(stream)).await {
+                got.push(*sig);
+            }
+        }
+        got
     }
 }
 

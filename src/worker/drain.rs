@@ -1,14 +1,15 @@
 //! Draining: once the worker stops accepting (after handing its sockets to a new worker,
 //! or on SIGTERM), its open connections are closed one by one, spread evenly over
 //! `grace_period_seconds` (see `snigate_core::drain`), and the process exits as soon as
-//! the last one is gone.
+//! the last one is gone (and, for a worker whose stable process died, once its listening
+//! sockets have been handed to a successor: see [`super::orphan`]).
 
 use crate::proxy::Shared;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use snigate_core::drain::close_after;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -20,6 +21,8 @@ pub struct Drain {
     /// When the drain started, and how many connections were open then.
     plan: OnceLock<(Instant, usize)>,
     turns: AtomicUsize,
+    /// Listening sockets are held for a successor: do not exit yet.
+    holding: AtomicBool,
 }
 
 /// Resolves once `shutdown` has been broadcast.
@@ -39,7 +42,18 @@ impl Drain {
             grace,
             plan: OnceLock::new(),
             turns: AtomicUsize::new(0),
+            holding: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps the process from exiting at the end of its drain (`true`) while it holds its
+    /// listening sockets for a successor; the grace period still bounds the wait.
+    pub fn hold_for_successor(&self, hold: bool) {
+        self.holding.store(hold, Ordering::Release);
+    }
+
+    fn holds_for_successor(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
     }
 
     /// The grace period.
@@ -87,12 +101,17 @@ impl BackgroundService for Exit {
         let deadline = start + drain.grace() + Duration::from_secs(2);
         loop {
             let open = self.shared.active();
-            if open == 0 {
+            let holding = drain.holds_for_successor();
+            if open == 0 && !holding {
                 log::info!("every connection is closed; exiting");
                 break;
             }
             if Instant::now() >= deadline {
-                log::warn!("{open} connection(s) still open after the grace period; exiting");
+                if open > 0 {
+                    log::warn!("{open} connection(s) still open after the grace period; exiting");
+                } else {
+                    log::warn!("no new snigate took the listening sockets within the grace period; exiting, which closes them");
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

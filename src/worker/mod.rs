@@ -1,45 +1,50 @@
 //! A worker: the Pingora server that serves the gateway. It runs one listening service per
 //! listener, the admin endpoint, a discovery service per cluster, the readiness notifier and
-//! the drain's exit watch, all sharing one route hub; its signals are [`crate::signals`].
+//! the drain's exit watch, all sharing one route hub.
+//!
+//! - [`signals`]: its signals, and the watch on its stable process.
+//! - [`orphan`]: what it does when its stable process dies.
+//! - [`drain`]: closing connections spread over the grace period, then exiting.
+//! - [`reload`]: applying a changed config file in place (SIGHUP).
+//! - [`reload_upgrade`]: asking for an upgrade when discovered routes change.
+
+pub mod drain;
+pub mod orphan;
+pub mod reload;
+pub mod reload_upgrade;
+pub mod signals;
 
 use crate::admin::{AdminApp, Readiness, ReadyNotifier};
 use crate::config::Config;
 use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
 use crate::discovery::service::ClusterService;
-use crate::drain;
-use crate::listener::Listeners;
+use crate::listener::{check_bindable, Listeners};
 use crate::metrics;
 use crate::proxy::{Handler, Shared};
-use crate::reload::Reloader;
 use crate::routes::RouteStore;
-use crate::signals::WorkerSignals;
 use crate::supervisor::control::{self, Request};
-use crate::supervisor::CONTROL_ENV;
+use crate::supervisor::{BUILD_ENV, CONTROL_ENV};
+use orphan::SupervisorWatch;
 use pingora_core::server::configuration::Opt;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use reload::Reloader;
+use signals::{Orphaning, WorkerSignals};
 use snigate_core::config::{GatewayConfig, ReloadMode};
 use snigate_core::discovery::clusters::Clusters;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Checks that each address can be bound, so that a taken port fails at start with a clear
-/// message instead of inside a service thread.
-pub fn check_bindable(gateway: &GatewayConfig) -> Result<(), String> {
-    let admin = gateway.admin.map(|a| ("admin".to_owned(), a));
-    let all = gateway
-        .listeners
-        .iter()
-        .map(|l| (format!("listener `{}`", l.name), l.address))
-        .chain(admin);
-    for (what, addr) in all {
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            return Err(format!("{what} cannot listen on {addr}: {e}"));
-        }
-    }
-    Ok(())
+/// How a worker starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Receive the listening sockets on `upgrade_sock` (from the stable process) rather
+    /// than bind them.
+    pub receive_sockets: bool,
+    /// Another worker serves now: have every cluster's routes before taking the sockets.
+    pub prime: bool,
 }
 
 /// The route hub: static routes, plus discovered ones restored from the state file.
@@ -99,9 +104,10 @@ fn prime(gateway: &GatewayConfig, hub: &Arc<Hub>) -> Result<(), String> {
 }
 
 /// Runs a worker from `config` (read from `conf`) until it exits; returns the exit code.
-/// With `upgrade`, it takes the listening sockets over from the running worker.
-pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
+pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
+    let upgrade = start.receive_sockets;
     let control = std::env::var_os(CONTROL_ENV).map(PathBuf::from);
+    let supervisor = SupervisorWatch::from_env();
     if !upgrade {
         if let Err(e) = check_bindable(&config.gateway) {
             eprintln!("snigate: {e}");
@@ -121,11 +127,12 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         );
         return 1;
     }
-    metrics::init_process();
+    let supervisor_build = std::env::var(BUILD_ENV).ok();
+    metrics::init_process(supervisor_build.as_deref());
     metrics::init_listeners(gateway.listeners.iter().map(|l| l.name.as_str()));
     metrics::init_clusters(gateway.clusters.iter().map(|c| c.name.as_str()));
     let hub = hub(&gateway);
-    if upgrade {
+    if start.prime {
         if let Err(e) = prime(&gateway, &hub) {
             eprintln!("snigate: {e}");
             return 1;
@@ -159,7 +166,7 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
     server.bootstrap();
 
     let hook =
-        (gateway.reload == ReloadMode::Upgrade).then(|| crate::upgrade::hook(control.clone()));
+        (gateway.reload == ReloadMode::Upgrade).then(|| reload_upgrade::hook(control.clone()));
     for c in &gateway.clusters {
         let source = Box::new(KafkaSource::new(c.clone()));
         let service = ClusterService::new(c.clone(), hub.clone(), source)
@@ -184,7 +191,12 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         })
         .collect();
     let readiness = Arc::new(Readiness::default());
-    server.add_service(Listeners::new(handlers, readiness.clone()));
+    if control.is_some() {
+        readiness.expect_announcement();
+    }
+    let listeners = Listeners::new(handlers, readiness.clone());
+    let open_listeners = listeners.open_listeners();
+    server.add_service(listeners);
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
         let app = AdminApp::new(hub.clone(), readiness.clone());
@@ -192,24 +204,32 @@ pub fn run(config: Config, conf: PathBuf, upgrade: bool) -> i32 {
         service.add_tcp(&addr.to_string());
         server.add_service(service);
     }
-    let notifier = ReadyNotifier::new(readiness, hub.clone(), control);
+    let notifier = ReadyNotifier::new(readiness, hub.clone(), control.clone());
     server.add_service(background_service("readiness", notifier));
     server.add_service(background_service(
         "drain",
         drain::Exit::new(shared.clone()),
     ));
     server.add_service(background_service("access log", crate::access_log::Flusher));
-    let reloader = Arc::new(Reloader::new(conf, core, hub, shared));
+    let reloader = Arc::new(Reloader::new(conf, core, hub, shared.clone()));
     log::info!(
         "snigate {} worker starting: {} listeners, {} static routes, {} clusters to discover, grace period {:?}",
-        env!("CARGO_PKG_VERSION"),
+        crate::BUILD,
         gateway.listeners.len(),
         gateway.routes.len(),
         gateway.clusters.len(),
         grace
     );
-    let reopen: crate::signals::Reopen = Arc::new(crate::access_log::reopen);
-    let signals = WorkerSignals::new(upgrade_sock, reloader, Some(reopen));
+    let reopen: signals::Reopen = Arc::new(crate::access_log::reopen);
+    let mut signals = WorkerSignals::new(upgrade_sock, reloader, Some(reopen));
+    if let (Some(watch), Some(control)) = (supervisor, &control) {
+        signals = signals.with_orphaning(Orphaning {
+            watch: Mutex::new(Some(watch)),
+            listeners: open_listeners,
+            takeover: control::takeover_path(control),
+            shared,
+        });
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });

@@ -7,13 +7,21 @@
 //! | `SIGINT` | exit at once |
 //! | `SIGHUP` | reload the config file in place |
 //! | `SIGUSR1` | run the log-reopen hook, if any |
+//!
+//! And should the stable process die, the worker stops accepting and drains as on
+//! `SIGTERM`, but keeps its listening sockets for the next stable process (see
+//! [`super::orphan`]).
 
-use crate::reload::Reloader;
+use super::orphan::{self, SupervisorWatch};
+use super::reload::Reloader;
+use crate::listener::OpenListeners;
+use crate::process::{listen, next, someone_listens_on};
+use crate::proxy::Shared;
 use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tokio::signal::unix::{signal, Signal, SignalKind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::signal::unix::SignalKind;
 
 /// What to run on `SIGUSR1`.
 pub type Reopen = Arc<dyn Fn() + Send + Sync>;
@@ -23,6 +31,19 @@ pub struct WorkerSignals {
     upgrade_sock: PathBuf,
     reloader: Arc<Reloader>,
     reopen: Option<Reopen>,
+    orphan: Option<Orphaning>,
+}
+
+/// What a worker needs to notice its stable process's death and act on it.
+pub struct Orphaning {
+    /// The watch on the stable process (taken when the watch starts).
+    pub watch: Mutex<Option<SupervisorWatch>>,
+    /// The listening sockets to keep for the next stable process.
+    pub listeners: OpenListeners,
+    /// Where the next stable process waits for them.
+    pub takeover: PathBuf,
+    /// The worker's shared state, whose drain waits for the hand-over.
+    pub shared: Arc<Shared>,
 }
 
 impl WorkerSignals {
@@ -32,28 +53,28 @@ impl WorkerSignals {
             upgrade_sock,
             reloader,
             reopen,
+            orphan: None,
         }
     }
-}
 
-/// A stream of `kind` signals, or `None` (logged) if it cannot be had.
-pub(crate) fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
-    match signal(kind) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            log::error!("cannot listen for {name}: {e}");
-            None
-        }
+    /// Also watches the stable process, and acts as [`super::orphan`] says if it dies.
+    pub fn with_orphaning(mut self, orphaning: Orphaning) -> Self {
+        self.orphan = Some(orphaning);
+        self
     }
-}
 
-/// The next signal of a stream; never, without one.
-pub(crate) async fn next(s: &mut Option<Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
+    /// The stable process is gone: keep the listening sockets for its successor, then
+    /// drain as on SIGTERM.
+    fn orphaned(&self, pid: u32) {
+        let Some(o) = &self.orphan else {
+            return;
+        };
+        let grace = o.shared.drain.grace();
+        log::error!(
+            "the stable process (pid {pid}) is gone; this worker stops accepting, drains over {grace:?}, and offers its listening sockets to the next `snigate -c FILE` on {} meanwhile",
+            o.takeover.display()
+        );
+        orphan::offer(o.listeners.dup_all(), o.takeover.clone(), o.shared.clone());
     }
 }
 
@@ -65,8 +86,24 @@ impl ShutdownSignalWatch for WorkerSignals {
         let mut int = listen(SignalKind::interrupt(), "SIGINT");
         let mut hup = listen(SignalKind::hangup(), "SIGHUP");
         let mut usr1 = listen(SignalKind::user_defined1(), "SIGUSR1");
+        let watch = self
+            .orphan
+            .as_ref()
+            .and_then(|o| o.watch.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let supervisor = watch.as_ref().map(SupervisorWatch::pid);
+        let gone = async move {
+            match watch {
+                Some(w) => w.gone().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(gone);
         loop {
             tokio::select! {
+                _ = &mut gone => {
+                    self.orphaned(supervisor.unwrap_or_default());
+                    return ShutdownSignal::GracefulTerminate;
+                }
                 _ = next(&mut quit) => {
                     if someone_listens_on(&self.upgrade_sock) {
                         return ShutdownSignal::GracefulUpgrade;
@@ -91,21 +128,4 @@ impl ShutdownSignalWatch for WorkerSignals {
             }
         }
     }
-}
-
-/// True when a process listens on the Unix socket at `path` (a new worker waiting for
-/// the listening sockets). Reads /proc/net/unix, so it never connects and never takes
-/// the connection meant for the old worker.
-pub fn someone_listens_on(path: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    table.lines().skip(1).any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is "listening".
-        fields.len() >= 8
-            && fields[7] == want
-            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x1_0000 != 0)
-    })
 }

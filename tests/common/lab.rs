@@ -366,6 +366,65 @@ impl Lab {
         (code.parse().unwrap_or(0), format!("{body}\n"))
     }
 
+    /// The stable process's `status` line (a path-named Unix socket is reachable from any
+    /// network namespace).
+    pub fn status(&self) -> String {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.path("snigate.ctl")).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"status\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        line.trim().to_owned()
+    }
+
+    /// How many workers the stable process has.
+    pub fn workers(&self) -> usize {
+        self.status()
+            .split(' ')
+            .find_map(|f| f.strip_prefix("workers="))
+            .map_or(0, |w| w.split(',').filter(|p| !p.is_empty()).count())
+    }
+
+    /// Polls until the stable process has one worker left (the old ones have drained).
+    pub fn wait_one_worker(&self, limit: Duration) {
+        let start = Instant::now();
+        while self.workers() > 1 {
+            assert!(
+                start.elapsed() < limit,
+                "the old worker never finished: {}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `snigate upgrade -c conf EXTRA` run in the gateway's namespace, with the lab's
+    /// credentials; returns (success, output).
+    pub fn upgrade(&self, conf: &Path, extra: &[&str]) -> (bool, String) {
+        let conf = conf.display().to_string();
+        let mut args = vec![
+            "env",
+            "SIM_KEY=sim-key",
+            super::snigate_bin(),
+            "upgrade",
+            "-c",
+            &conf,
+        ];
+        args.extend_from_slice(extra);
+        self.run(&self.gw, 150, &args)
+    }
+
+    /// The gateway's outcome counts that are not zero, for failure messages.
+    pub fn outcomes(&self) -> String {
+        self.admin("/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("snigate_connections_total") && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Polls an admin path until `pred` holds.
     pub fn wait_admin(&self, path: &str, what: &str, pred: impl Fn(u16, &str) -> bool) -> String {
         let start = Instant::now();
@@ -539,6 +598,138 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
             let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
+    }
+}
+
+/// Real Kafka and TLS clients running through the gateway from the client namespace: a
+/// transactional producer (acks=all; transactional so that the mock cluster drops a
+/// retried duplicate, as a real cluster does for every idempotent producer), a consumer
+/// group of two, and a client opening new TLS connections to broker 0 at a steady rate.
+pub struct KafkaLoad {
+    messages: usize,
+    consumer: (usize, PathBuf),
+    producer: (usize, PathBuf),
+    churn: (usize, PathBuf),
+}
+
+impl KafkaLoad {
+    /// Starts the three clients: `messages` produced at `rate` a second, under topic
+    /// prefix `prefix`, and `churn_rate` new connections a second for `churn_secs`; waits
+    /// until the churn gets through.
+    pub fn start(
+        lab: &mut Lab,
+        prefix: &str,
+        messages: usize,
+        rate: u32,
+        churn_rate: u32,
+        churn_secs: u32,
+    ) -> KafkaLoad {
+        let ca = lab.cloud_dir().join("ca.pem").display().to_string();
+        let bootstrap = format!("{BOOTSTRAP}:9092");
+        let expect = messages.to_string();
+        let kafka = [
+            "--bootstrap",
+            &bootstrap,
+            "--ca",
+            &ca,
+            "--topic",
+            "demo",
+            "--prefix",
+            prefix,
+        ];
+        let consume = [
+            "consume",
+            "--group",
+            prefix,
+            "--members",
+            "2",
+            "--expect",
+            &expect,
+            "--timeout-secs",
+            "240",
+        ];
+        let consumer = lab.client("consumer", &[&consume[..], &kafka[..]].concat());
+        let rate = rate.to_string();
+        let produce = [
+            "produce",
+            "--count",
+            &expect,
+            "--rate",
+            &rate,
+            "--transactional",
+        ];
+        let producer = lab.client("producer", &[&produce[..], &kafka[..]].concat());
+        let b0 = broker(0);
+        let target = format!("{b0}:9092");
+        let (churn_rate, churn_secs) = (churn_rate.to_string(), churn_secs.to_string());
+        let churn = [
+            "churn",
+            "--target",
+            &target,
+            "--name",
+            &b0,
+            "--ca",
+            &ca,
+            "--rate",
+            &churn_rate,
+            "--seconds",
+            &churn_secs,
+        ];
+        let churn = lab.client("churn", &churn);
+        let start = Instant::now();
+        while super::metric_value(
+            &lab.admin("/metrics").1,
+            "snigate_connections_total",
+            &[("route", &b0), ("outcome", "ok")],
+        ) < 100.0
+        {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "the churn client never got through"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        KafkaLoad {
+            messages,
+            consumer,
+            producer,
+            churn,
+        }
+    }
+
+    /// Waits for the three clients and checks that no new connection failed and that
+    /// every message was produced and consumed exactly once; returns the summary lines.
+    pub fn finish(self, lab: &mut Lab) -> String {
+        let n = self.messages;
+        let (ok, out) = lab.wait_exit(self.churn.0, &self.churn.1, Duration::from_secs(120));
+        let churn = out
+            .lines()
+            .find(|l| l.starts_with("churn:"))
+            .unwrap_or("no churn summary")
+            .to_owned();
+        assert!(
+            ok && out.contains(", 0 failed"),
+            "new connections were refused or reset:\n{out}\ngateway's outcomes:\n{}",
+            lab.outcomes()
+        );
+        let (ok, out) = lab.wait_exit(self.producer.0, &self.producer.1, Duration::from_secs(180));
+        assert!(
+            ok && out.contains(&format!("produced {n}")),
+            "the producer lost messages:\n{out}"
+        );
+        let (ok, out) = lab.wait_exit(self.consumer.0, &self.consumer.1, Duration::from_secs(240));
+        let consumed = out
+            .lines()
+            .find(|l| l.starts_with("consumed"))
+            .unwrap_or("no consumer summary")
+            .to_owned();
+        assert!(
+            ok && out.contains(&format!(
+                "consumed {n} distinct of {n} expected, 0 duplicated, 0 unexpected"
+            )),
+            "the consumer group did not get every message exactly once:\n{out}"
+        );
+        format!("{churn}\n{consumed}")
     }
 }
 

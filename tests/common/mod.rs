@@ -71,7 +71,10 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // SNIGATE_TEST_KEEP=1 keeps every test's files (logs, configs) for a post-mortem.
+        if std::env::var_os("SNIGATE_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -247,11 +250,21 @@ pub fn peer_cn(s_client_output: &str) -> Option<String> {
     })
 }
 
-/// A running snigate.
+/// A running snigate. It runs in a process group of its own, which is killed on drop:
+/// its workers too, including one orphaned by a test that killed the stable process.
 pub struct Snigate {
     pub proc: Proc,
     pub admin: SocketAddr,
     pub log: PathBuf,
+}
+
+impl Drop for Snigate {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.proc.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// Writes `yaml` to `dir/snigate.yaml`, adding pid and upgrade paths in `dir`.
@@ -301,8 +314,7 @@ impl Snigate {
         log_name: &str,
         admin: SocketAddr,
     ) -> Snigate {
-        let log = dir.join(log_name);
-        let mut cmd = match prefix.split_first() {
+        let cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
                 c.args(rest).arg(snigate_bin());
@@ -310,7 +322,32 @@ impl Snigate {
             }
             None => Command::new(snigate_bin()),
         };
+        Snigate::spawn_command(cmd, dir, conf, flags, log_name, admin)
+    }
+
+    /// As [`Snigate::spawn`], started from the binary at `bin` (an installed copy).
+    pub fn spawn_from(
+        bin: &Path,
+        dir: &Path,
+        conf: &Path,
+        log_name: &str,
+        admin: SocketAddr,
+    ) -> Snigate {
+        Snigate::spawn_command(Command::new(bin), dir, conf, &[], log_name, admin)
+    }
+
+    fn spawn_command(
+        mut cmd: Command,
+        dir: &Path,
+        conf: &Path,
+        flags: &[&str],
+        log_name: &str,
+        admin: SocketAddr,
+    ) -> Snigate {
+        use std::os::unix::process::CommandExt;
+        let log = dir.join(log_name);
         let child = cmd
+            .process_group(0)
             .args(flags)
             .arg("-c")
             .arg(conf)

@@ -78,6 +78,14 @@ pub enum ConfigError {
         "gateway.listeners is empty; add at least one listener with a `name` and an `address`"
     )]
     NoListeners,
+    /// More listening sockets than one hand-over between processes carries.
+    #[error("gateway.listeners has {count} listeners; at most {max} fit (the listening sockets, the admin endpoint's included, are handed from process to process in one message of at most {} descriptors); merge listeners or run a second gateway", crate::config::MAX_LISTENING_SOCKETS)]
+    TooManyListeners {
+        /// How many there are.
+        count: usize,
+        /// How many fit beside the admin endpoint, if it is set.
+        max: usize,
+    },
     /// A `${VAR}` reference could not be expanded.
     #[error("{key}: {source}")]
     Env {

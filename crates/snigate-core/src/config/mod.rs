@@ -11,6 +11,11 @@ pub mod error;
 pub mod file;
 mod validate;
 
+/// The most listening sockets (listeners plus the admin endpoint) a gateway may have: the
+/// stable process hands them to each worker in one message, and Pingora's receiver takes
+/// at most 32 descriptors at a time.
+pub const MAX_LISTENING_SOCKETS: usize = 32;
+
 pub use error::{ConfigError, Shown};
 pub use file::ReloadMode;
 

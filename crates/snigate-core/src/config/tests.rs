@@ -151,6 +151,26 @@ fn env_references_expand_with_defaults() {
 fn structural_errors() {
     assert!(err("threads: 1\n").contains("no `gateway:` section"));
     assert!(err("gateway:\n  listeners: []\n").contains("listeners is empty"));
+    let many = |n: usize, admin: bool| {
+        let mut y = String::from("gateway:\n  listeners:\n");
+        for i in 0..n {
+            y.push_str(&format!(
+                "    - name: l{i}\n      address: 127.0.0.1:{}\n",
+                10000 + i
+            ));
+        }
+        if admin {
+            y.push_str("  admin:\n    address: 127.0.0.1:9080\n");
+        }
+        y
+    };
+    assert!(load(&many(32, false)).is_ok());
+    assert!(load(&many(31, true)).is_ok());
+    let e = err(&many(32, true));
+    assert!(
+        e.starts_with("gateway.listeners has 32 listeners; at most 31 fit"),
+        "{e}"
+    );
     assert!(err("- a\n").contains("must be a YAML mapping"));
     let e = err(&GOOD.replace("admin:", "reload: upgrade\n  admin:"));
     assert!(e.contains("no clusters are configured"), "{e}");

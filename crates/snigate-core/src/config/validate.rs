@@ -152,6 +152,13 @@ pub(super) fn gateway(
     if g.listeners.is_empty() {
         return Err(ConfigError::NoListeners);
     }
+    let max = super::MAX_LISTENING_SOCKETS - usize::from(g.admin.is_some());
+    if g.listeners.len() > max {
+        return Err(ConfigError::TooManyListeners {
+            count: g.listeners.len(),
+            max,
+        });
+    }
     let mut addresses: HashMap<SocketAddr, String> = HashMap::new();
     let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(g.listeners.len());
     for (index, l) in g.listeners.iter().enumerate() {

@@ -1,0 +1,169 @@
+//! Process plumbing shared by the stable process and its workers: signal streams, pidfds
+//! (to learn that another process has exited), descriptor flags, and whether anybody
+//! listens on a Unix socket path.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+/// A stream of `kind` signals, or `None` (logged) if it cannot be had.
+pub(crate) fn listen(kind: SignalKind, name: &str) -> Option<Signal> {
+    match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::error!("cannot listen for {name}: {e}");
+            None
+        }
+    }
+}
+
+/// The next signal of a stream; never, without one.
+pub(crate) async fn next(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends signal `sig` to process `pid`; a pid that does not fit is ignored.
+pub fn kill(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: sending a signal has no memory effects on this process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// A pidfd for process `pid` (close-on-exec): readable once that process has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Resolves once the process behind `pidfd` has exited (at once if it already has).
+/// Needs a Tokio runtime with I/O enabled.
+pub async fn exited(pidfd: OwnedFd) -> io::Result<()> {
+    // SAFETY: an OwnedFd stays open, and names the same pidfd, for as long as it is owned.
+    let fd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let _ = fd.readable().await?;
+    Ok(())
+}
+
+/// Reaps child `pid` if it has exited; its exit status, as `waitpid` gives it.
+pub fn reap(pid: u32) -> io::Result<Option<std::process::ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a local.
+    let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match got {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some(std::process::ExitStatus::from_raw(status))),
+    }
+}
+
+/// Sets or clears close-on-exec on `fd`.
+pub fn set_cloexec(fd: &impl AsRawFd, on: bool) -> io::Result<()> {
+    set_cloexec_raw(fd.as_raw_fd(), on)
+}
+
+/// [`set_cloexec`] on a raw descriptor (for code between fork and exec).
+pub fn set_cloexec_raw(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD changes only the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks (`true`) or unblocks the signals the stable process handles, so that none of
+/// them finds a default action in the instant between an exec and the new image's
+/// handlers. The mask survives exec; the new image unblocks once it listens.
+pub fn block_handled_signals(block: bool) {
+    // SAFETY: the set is a local, filled by sigemptyset/sigaddset before use; changing
+    // the mask has no memory effects.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [
+            libc::SIGHUP,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+        ] {
+            libc::sigaddset(&mut set, sig);
+        }
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// True when a process listens on the Unix socket at `path`. Reads /proc/net/unix, so it
+/// never connects and never takes the connection meant for someone else.
+pub fn someone_listens_on(path: &Path) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // Num RefCount Protocol Flags Type St Inode Path; flag 0x10000 is "listening".
+        fields.len() >= 8
+            && fields[7] == want
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|f| f & 0x1_0000 != 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pidfd_turns_readable_when_its_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let fd = pidfd_open(child.id()).unwrap();
+        assert!(reap(child.id()).unwrap().is_none(), "still running");
+        tokio::time::timeout(std::time::Duration::from_secs(5), exited(fd))
+            .await
+            .expect("the pidfd never turned readable")
+            .unwrap();
+        let status = reap(child.id()).unwrap().expect("reaped");
+        assert!(status.success());
+        assert!(child.try_wait().is_err(), "already reaped by reap()");
+    }
+
+    #[test]
+    fn cloexec_is_set_and_cleared() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let flags = || unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags() & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        set_cloexec(&f, false).unwrap();
+        assert_eq!(flags() & libc::FD_CLOEXEC, 0);
+        set_cloexec(&f, true).unwrap();
+        assert_eq!(flags() & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
+}
