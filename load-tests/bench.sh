@@ -6,6 +6,14 @@
 # upstream servers share CPU 1. Everything runs in a network namespace of its own, with a
 # wide port range and TIME_WAIT reuse, so tens of thousands of connections fit.
 #
+# Workloads, each run: the closed-loop connection rate (twice), the same with 2 gateway
+# threads, an open loop at 25%, 50% and 75% of the best peer's closed-loop rate in that run
+# (Poisson arrivals; latency from each connection's scheduled start; the gateway's own user
+# and system CPU per connection), bulk throughput, and memory per idle connection. Then,
+# once: where the time goes per connection for snigate and the cheapest peer (strace -c,
+# callgrind), a perf profile of snigate, and the route lookup. The report ends with the
+# targets, each a median of the ratios taken within each run.
+#
 #   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR]
 #
 # --quick is the CI smoke: a second or two per workload and small connection counts; its
@@ -37,7 +45,7 @@ if ! $inside; then
     exec sudo -E bash "$0" "${orig_args[@]}"
   fi
   missing=()
-  for p in haproxy nginx libnginx-mod-stream sniproxy openssl iproute2 util-linux procps; do
+  for p in haproxy nginx libnginx-mod-stream sniproxy openssl iproute2 util-linux procps curl strace valgrind; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -91,10 +99,12 @@ for i in "${!names[@]}"; do upstreams+=("127.0.20.$((i + 1)):9100"); done
 gw=127.0.0.2:9092
 
 if $quick; then
-  secs=1.5; warm=0.5; bulk_secs=1; idle_small=500; idle_large=2000; runs=1; rate_rounds=1
+  secs=1.5; warm=0.5; bulk_secs=1; idle_small=500; idle_large=2000; runs=1; rate_rounds=1; open_secs=1
 else
-  secs=5; warm=1; bulk_secs=5; idle_small=5000; idle_large=50000; rate_rounds=2
+  secs=4; warm=1; bulk_secs=3; idle_small=5000; idle_large=50000; rate_rounds=2; open_secs=4
 fi
+# Open-loop loads, as percentages of the best peer's closed-loop rate in the same run.
+open_loads=(25 50 75)
 if ((idle_large > max_conns - 100)); then
   idle_large=$((max_conns - 100))
   echo "bench: the descriptor limit is $fd_limit; the large idle test holds $idle_large connections, not 50,000"
@@ -113,14 +123,16 @@ wait_port() {
 wait_port "${upstreams[0]}"
 
 regex() { printf '^%s$' "${1//./\\.}"; }
+# write_configs [THREADS]: every gateway's config, with THREADS worker threads (default 1).
 write_configs() {
-  { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+  local threads=${1:-1}
+  { echo "threads: $threads"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
     echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
     echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
     echo "  max_connections: $max_conns"; echo "  idle_timeout_secs: 3600"; echo "  routes:"
     for i in "${!names[@]}"; do echo "    - sni: ${names[$i]}"; echo "      upstream: ${upstreams[$i]}"; done
   } > "$work/snigate.yaml"
-  { echo "global"; echo "  nbthread 1"; echo "  maxconn $max_conns"
+  { echo "global"; echo "  nbthread $threads"; echo "  maxconn $max_conns"
     echo "defaults"; echo "  mode tcp"; echo "  timeout connect 5s"; echo "  timeout client 1h"
     echo "  timeout server 1h"; echo "  option splice-auto"
     echo "frontend gateway"; echo "  bind $gw"; echo "  maxconn $max_conns"; echo "  tcp-request inspect-delay 5s"
@@ -128,7 +140,7 @@ write_configs() {
     for i in "${!names[@]}"; do echo "  use_backend be$i if { req.ssl_sni -i ${names[$i]} }"; done
     for i in "${!names[@]}"; do echo "backend be$i"; echo "  server s ${upstreams[$i]}"; done
   } > "$work/haproxy.cfg"
-  { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"; echo "worker_processes 1;"
+  { echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"; echo "worker_processes $threads;"
     echo "worker_rlimit_nofile $fd_limit;"; echo "pid $work/nginx.pid;"; echo "error_log $work/nginx-error.log warn;"
     # nginx counts the client and the upstream side of each relayed connection.
     echo "daemon off;"; echo "events { worker_connections $((2 * max_conns)); }"
@@ -189,6 +201,12 @@ raw="$work/results.tsv"
 gateways=(snigate haproxy nginx sniproxy direct)
 targets_of() { if [ "$1" = direct ]; then (IFS=,; echo "${upstreams[*]}"); else echo "$gw"; fi; }
 pid_args_now() { pid_args=(); for p in "${gateway_pids[@]}"; do pid_args+=(--pid "$p"); done; }
+# The best peer's closed-loop rate in run $1: each peer's mean over its rounds, the highest.
+best_peer_rate() {
+  awk -F'\t' -v r="$1" '$4 == r && $2 == "conns_per_s" && ($1 == "haproxy" || $1 == "nginx" || $1 == "sniproxy") {
+      s[$1] += $3; n[$1]++ }
+    END { m = 0; for (g in s) if (s[g] / n[g] > m) m = s[g] / n[g]; printf "%d\n", m }' "$raw"
+}
 hello="$work/hellos/${names[0]}.bin"
 for run in $(seq 1 "$runs"); do
   # Rotate the order, so that no gateway always goes first.
@@ -201,8 +219,33 @@ for run in $(seq 1 "$runs"); do
       echo "bench: run $run/$runs, connection rate ($round/$rate_rounds): $g"
       start_gateway "$g"; pid_args_now
       taskset -c 1 "$loadgen" rate --targets "$(targets_of "$g")" --hellos "$work/hellos" --concurrency 32 \
-        --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --label "$g" --out "$raw" > /dev/null \
+        --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --label "$g" --out "$raw" --run "$run" > /dev/null \
         || failed "$g: the rate workload"
+      stop_gateway
+    done
+  done
+  # The same closed loop with two gateway threads (still on CPU 0), for how each scales.
+  write_configs 2
+  for g in "${order[@]}"; do
+    case "$g" in snigate|haproxy|nginx) ;; *) continue ;; esac
+    echo "bench: run $run/$runs, connection rate with 2 threads: $g"
+    start_gateway "$g"; pid_args_now
+    taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/hellos" --concurrency 32 --warmup-secs "$warm" \
+      --seconds "$secs" "${pid_args[@]}" --prefix t2_ --label "$g" --out "$raw" --run "$run" > /dev/null \
+      || failed "$g: the rate workload with 2 threads"
+    stop_gateway
+  done
+  write_configs 1
+  # Open loop at fixed fractions of the best peer's closed-loop rate in this run.
+  best=$(best_peer_rate "$run")
+  for pct in "${open_loads[@]}"; do
+    offered=$(( best * pct / 100 )); ((offered > 0)) || offered=100
+    for g in "${order[@]}"; do
+      echo "bench: run $run/$runs, open loop at ${pct}% of $best/s ($offered/s): $g"
+      start_gateway "$g"; pid_args_now
+      taskset -c 1 "$loadgen" open --targets "$(targets_of "$g")" --hellos "$work/hellos" --rate "$offered" \
+        --prefix "open$pct" --warmup-secs "$warm" --seconds "$open_secs" "${pid_args[@]}" --label "$g" \
+        --out "$raw" --run "$run" > /dev/null 2>> "$work/open.log" || failed "$g: the open loop at ${pct}%"
       stop_gateway
     done
   done
@@ -213,7 +256,7 @@ for run in $(seq 1 "$runs"); do
     for dir in up down; do
       for conns in 1 16; do
         taskset -c 1 "$loadgen" bulk --target "$one" --hello "$hello" --conns "$conns" --direction "$dir" \
-          --seconds "$bulk_secs" --label "$g" --out "$raw" > /dev/null || failed "$g: bulk $dir x$conns"
+          --seconds "$bulk_secs" --label "$g" --out "$raw" --run "$run" > /dev/null || failed "$g: bulk $dir x$conns"
       done
     done
     stop_gateway
@@ -226,11 +269,62 @@ for run in $(seq 1 "$runs"); do
       metric=kib_idle_small; [ "$n" = "$idle_large" ] && metric=kib_idle_large
       start_gateway "$g"; pid_args_now
       taskset -c 1 "$loadgen" idle --targets "$(targets_of "$g")" --hellos "$work/hellos" --conns "$n" \
-        "${pid_args[@]}" --metric "$metric" --label "$g" --out "$raw" > /dev/null || failed "$g: idle x$n"
+        "${pid_args[@]}" --metric "$metric" --label "$g" --out "$raw" --run "$run" > /dev/null || failed "$g: idle x$n"
       stop_gateway
     done
   done
 done
+
+# Where the time goes, per connection, for snigate and the cheapest peer (the lowest CPU
+# per connection at 50% load over the runs): system calls by name (strace -c, in a pass of
+# its own, since strace slows the gateway), and user-space instructions and allocations
+# (callgrind, zeroed once the gateway is up, dumped after the load).
+breakdown=""
+cheapest=""
+if ! $quick && command -v strace > /dev/null && command -v valgrind > /dev/null; then
+  cheapest=$(awk -F'\t' '($2 == "open50_user_us" || $2 == "open50_sys_us") && ($1 == "haproxy" || $1 == "nginx" || $1 == "sniproxy") {
+      s[$1] += $3; if ($2 == "open50_user_us") n[$1]++ }
+    END { best = ""; for (g in s) if (best == "" || s[g] / n[g] < s[best] / n[best]) best = g; print best }' "$raw")
+  trace_rate=1000; trace_secs=3; cg_rate=200; cg_secs=5
+  rows=()
+  for g in snigate $cheapest; do
+    echo "bench: where the time goes: $g (strace)"
+    start_gateway "$g"
+    tids=(); for p in "${gateway_pids[@]}"; do for t in /proc/"$p"/task/*; do tids+=(-p "${t##*/}"); done; done
+    strace -c -f -o "$work/strace-$g.txt" "${tids[@]}" 2> /dev/null &
+    strace_pid=$!
+    sleep 0.5
+    taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/hellos" --rate "$trace_rate" --prefix trace \
+      --warmup-secs 0 --seconds "$trace_secs" --label "$g" --out "$work/trace.tsv" > /dev/null 2>&1 || true
+    kill -INT "$strace_pid" 2> /dev/null || true; wait "$strace_pid" 2> /dev/null || true
+    stop_gateway
+    trace_conns=$(awk -F'\t' -v g="$g" '$1 == g && $2 == "trace_completed" { print $3 }' "$work/trace.tsv" | tail -1)
+
+    echo "bench: where the time goes: $g (callgrind)"
+    cg=(valgrind -q --tool=callgrind --callgrind-out-file="$work/cg-$g.%p")
+    case "$g" in
+      snigate) RUST_LOG=warn taskset -c 0 "${cg[@]}" "$bin/snigate" --worker -c "$work/snigate.yaml" > "$work/cg-$g.log" 2>&1 & ;;
+      haproxy) taskset -c 0 "${cg[@]}" haproxy -db -f "$work/haproxy.cfg" > "$work/cg-$g.log" 2>&1 & ;;
+      nginx) sed 's/^daemon off;/daemon off; master_process off;/' "$work/nginx.conf" > "$work/nginx-single.conf"
+        taskset -c 0 "${cg[@]}" nginx -p "$work" -c "$work/nginx-single.conf" > "$work/cg-$g.log" 2>&1 & ;;
+      sniproxy) taskset -c 0 "${cg[@]}" sniproxy -f -c "$work/sniproxy.conf" > "$work/cg-$g.log" 2>&1 & ;;
+    esac
+    cg_pid=$!; pids_started+=("$cg_pid")
+    wait_port "$gw" || true
+    [ "$g" = snigate ] && for _ in $(seq 1 400); do curl -sf -o /dev/null "http://127.0.0.2:9080/ready" && break; sleep 0.05; done
+    callgrind_control -z "$cg_pid" > /dev/null 2>&1 || true
+    taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/hellos" --rate "$cg_rate" --prefix cg \
+      --warmup-secs 0 --seconds "$cg_secs" --max-in-flight 512 --label "$g" --out "$work/cg.tsv" > /dev/null 2>&1 || true
+    callgrind_control -d "$cg_pid" > /dev/null 2>&1 || true
+    kill -TERM "$cg_pid" 2> /dev/null || true; wait "$cg_pid" 2> /dev/null || true
+    cg_conns=$(awk -F'\t' -v g="$g" '$1 == g && $2 == "cg_completed" { print $3 }' "$work/cg.tsv" | tail -1)
+    dump=$(ls -t "$work"/cg-"$g".*.1 2> /dev/null | head -1 || true)
+    rows+=("$("$loadgen" breakdown --gateway "$g" --strace "$work/strace-$g.txt" --strace-conns "${trace_conns:-0}" \
+      ${dump:+--callgrind "$dump"} --callgrind-conns "${cg_conns:-0}")")
+  done
+  breakdown=$(printf '%s\n' "| gateway | system calls/conn | by name (per conn) | user instructions/conn | allocations/conn |" \
+    "|---|---|---|---|---|" "${rows[@]}")
+fi
 
 # Where snigate's time goes on the connection-rate workload: a CPU profile, if perf works.
 profile=""
@@ -276,7 +370,12 @@ file="$results_dir/$stamp.md"
   echo "the same 12 routes, access logs off; load generator and upstreams pinned to CPU 1; real"
   echo "openssl ClientHellos. Connection rate: 32 concurrent clients each connect, send a hello,"
   echo "read the upstream's 64-byte reply and close, for ${secs}s after ${warm}s of warm-up,"
-  echo "$rate_rounds time(s) a run. Each workload goes round every gateway back to back."
+  echo "$rate_rounds time(s) a run; then once more with 2 gateway threads (still on CPU 0) for snigate, HAProxy"
+  echo "(nbthread 2) and nginx (worker_processes 2). Open loop: new connections at ${open_loads[*]/%/%} of the"
+  echo "best peer's closed-loop rate in the same run, Poisson arrivals, ${open_secs}s after ${warm}s of warm-up;"
+  echo "latency from each connection's scheduled start to the upstream's first byte back; CPU is the"
+  echo "gateway processes' own user and system time (/proc/PID/stat) over the connections completed."
+  echo "Each workload goes round every gateway back to back."
   echo "Bulk: ${bulk_secs}s one way. Idle: ${idle_small} and ${idle_large} connections held open end to end."
   echo
   echo "$table"
@@ -294,6 +393,13 @@ file="$results_dir/$stamp.md"
   if [ -n "$lookup" ]; then
     echo; echo "## Route lookup among 100,000 routes (criterion, \`cargo bench --bench hotpath\`)"; echo
     echo '```'; echo "$lookup"; echo '```'
+  fi
+  if [ -n "$breakdown" ]; then
+    echo; echo "## Where the time goes, per connection: snigate and the cheapest peer ($cheapest)"; echo
+    echo "System calls: \`strace -c -f\` on every thread of the gateway, open loop at ${trace_rate:-}/s for ${trace_secs:-}s."
+    echo "Instructions and allocations: callgrind, open loop at ${cg_rate:-}/s for ${cg_secs:-}s, counted from after"
+    echo "start-up to the end of the load (idle work included), divided by the connections completed."
+    echo; echo "$breakdown"
   fi
   if [ -n "$profile" ]; then
     echo; echo "## Where snigate's CPU goes on the connection-rate workload (perf, self time)"; echo

@@ -86,4 +86,52 @@ fn netns_benchmark_runner_smoke() {
         );
     }
     assert!(results.contains("**snigate ÷ best peer**"), "{results}");
+
+    // The open loop ran at every load through every gateway, and no connection failed.
+    let open_header: Vec<&str> = results
+        .lines()
+        .find(|l| l.starts_with("| load | gateway |"))
+        .unwrap_or_else(|| panic!("no open-loop table:\n{results}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    for load in ["25%", "50%", "75%"] {
+        for gateway in ["snigate", "haproxy", "nginx", "sniproxy", "direct"] {
+            let row: Vec<&str> = results
+                .lines()
+                .find(|l| l.starts_with(&format!("| {load} | {gateway} |")))
+                .unwrap_or_else(|| panic!("no open-loop row for {gateway} at {load}:\n{results}"))
+                .split('|')
+                .map(str::trim)
+                .collect();
+            assert_eq!(row.len(), open_header.len(), "{gateway} {load}: {row:?}");
+            for (column, cell) in open_header.iter().zip(&row).skip(3) {
+                if column.is_empty() {
+                    continue;
+                }
+                let not_measured = gateway == "direct"
+                    && (column.contains("CPU")
+                        || column.contains("user")
+                        || column.contains("system")
+                        || column.contains("added"));
+                assert!(
+                    cell.replace(',', "").parse::<f64>().is_ok() || (not_measured && *cell == "—"),
+                    "{gateway} {load}: `{column}` is `{cell}`:\n{results}"
+                );
+            }
+            // The last cell (before the closing `|`) is the failed count.
+            assert_eq!(
+                row[row.len() - 2],
+                "0.00",
+                "{gateway} {load}: connections failed in the open loop:\n{results}"
+            );
+        }
+    }
+    for section in [
+        "| CPU µs per connection at 50% load |",
+        "| p99 added over direct at 50% load |",
+        "| gateway | conns/s, 1 thread | conns/s, 2 threads | 2 ÷ 1 |",
+    ] {
+        assert!(results.contains(section), "no `{section}`:\n{results}");
+    }
 }

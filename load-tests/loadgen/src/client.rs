@@ -50,18 +50,30 @@ pub fn sources(spec: &str) -> Result<Vec<IpAddr>, String> {
 
 /// CPU time (user + system) that the processes `pids` have used, in seconds.
 pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    let (user, system) = cpu_split(pids);
+    user + system
+}
+
+/// User and system CPU time that the processes `pids` (each with all its threads) have
+/// used, in seconds, from /proc/PID/stat.
+pub fn cpu_split(pids: &[u32]) -> (f64, f64) {
     // SAFETY: sysconf has no side effects.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    pids.iter()
+    let (user, system) = pids
+        .iter()
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
         .filter_map(|stat| {
             let rest = stat.rsplit_once(") ")?.1;
             let f: Vec<&str> = rest.split(' ').collect();
             // Fields 14 and 15 (utime, stime) are at 11 and 12 after the state field.
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+            Some((
+                f.get(11)?.parse::<f64>().ok()?,
+                f.get(12)?.parse::<f64>().ok()?,
+            ))
         })
-        .sum::<f64>()
-        / ticks.max(1.0)
+        .fold((0.0, 0.0), |(u, s), (du, ds)| (u + du, s + ds));
+    let ticks = ticks.max(1.0);
+    (user / ticks, system / ticks)
 }
 
 /// Resident memory of the processes `pids`, in KiB.

@@ -3,10 +3,12 @@
 //! servers, runs each workload against a gateway (or directly against the upstreams), and
 //! turns the results into the table.
 
+mod breakdown;
 mod bulk;
 mod client;
 mod hello;
 mod idle;
+mod open;
 mod rate;
 mod report;
 mod upstream;
@@ -32,14 +34,17 @@ struct Output {
     /// Gateway name for the results (snigate, haproxy, nginx, sniproxy, direct).
     #[arg(long)]
     label: String,
-    /// File to append `gateway<TAB>metric<TAB>value` lines to.
+    /// File to append `gateway<TAB>metric<TAB>value<TAB>run` lines to.
     #[arg(long)]
     out: PathBuf,
+    /// Which run of the benchmark this is (ratios are taken within a run).
+    #[arg(long, default_value_t = 1)]
+    run: u32,
 }
 
 impl Output {
     fn record(&self, metric: &str, value: f64) -> std::io::Result<()> {
-        let line = format!("{}\t{metric}\t{value}\n", self.label);
+        let line = format!("{}\t{metric}\t{value}\t{}\n", self.label, self.run);
         let _ = std::io::stdout().write_all(line.as_bytes());
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -78,6 +83,39 @@ enum Command {
         warmup_secs: f64,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// Gateway processes, for CPU per connection.
+        #[arg(long)]
+        pid: Vec<u32>,
+        /// Put before each metric name (`t2_` for the run with two gateway threads).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Open-loop connection rate: Poisson arrivals at a fixed offered rate; latency to the
+    /// first byte back, counted from each connection's scheduled start, and the gateway's
+    /// user and system CPU per connection.
+    Open {
+        /// Where to connect: the gateway, or one upstream per hello (in name order).
+        #[arg(long, value_delimiter = ',')]
+        targets: Vec<SocketAddr>,
+        #[arg(long)]
+        hellos: PathBuf,
+        #[arg(long, default_value = "127.0.30.1-8")]
+        sources: String,
+        /// Offered connections per second.
+        #[arg(long)]
+        rate: f64,
+        /// Metric prefix, e.g. `open50` for the run at 50% of the best peer's rate.
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 1.0)]
+        warmup_secs: f64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Connections in flight at most; one more is not started and counts as failed.
+        #[arg(long, default_value_t = 4096)]
+        max_in_flight: usize,
         /// Gateway processes, for CPU per connection.
         #[arg(long)]
         pid: Vec<u32>,
@@ -121,6 +159,22 @@ enum Command {
         #[command(flatten)]
         output: Output,
     },
+    /// One row of the per-connection breakdown: system calls from an `strace -c` summary,
+    /// instructions and allocations from a callgrind dump.
+    Breakdown {
+        #[arg(long)]
+        gateway: String,
+        /// The `strace -c -o` file, and the connections completed while it ran.
+        #[arg(long)]
+        strace: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.0)]
+        strace_conns: f64,
+        /// The callgrind dump, and the connections completed while it counted.
+        #[arg(long)]
+        callgrind: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.0)]
+        callgrind_conns: f64,
+    },
     /// Print the results table.
     Report {
         #[arg(long)]
@@ -147,6 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
             warmup_secs,
             seconds,
             pid,
+            prefix,
             output,
         } => {
             let requests = rate::requests(&hello::load(&hellos)?);
@@ -160,13 +215,58 @@ async fn run(cli: Cli) -> Result<()> {
                 pid,
             )
             .await;
-            output.record("conns_per_s", r.per_sec)?;
-            output.record("p50_us", r.latency_us[0] as f64)?;
-            output.record("p99_us", r.latency_us[1] as f64)?;
-            output.record("p999_us", r.latency_us[2] as f64)?;
-            output.record("errors", r.errors as f64)?;
+            output.record(&format!("{prefix}conns_per_s"), r.per_sec)?;
+            output.record(&format!("{prefix}p50_us"), r.latency_us[0] as f64)?;
+            output.record(&format!("{prefix}p99_us"), r.latency_us[1] as f64)?;
+            output.record(&format!("{prefix}p999_us"), r.latency_us[2] as f64)?;
+            output.record(&format!("{prefix}errors"), r.errors as f64)?;
             if let Some(cpu) = r.cpu_us_per_conn {
-                output.record("cpu_us_per_conn", cpu)?;
+                output.record(&format!("{prefix}cpu_us_per_conn"), cpu)?;
+            }
+            Ok(())
+        }
+        Command::Open {
+            targets,
+            hellos,
+            sources,
+            rate,
+            prefix,
+            warmup_secs,
+            seconds,
+            max_in_flight,
+            pid,
+            output,
+        } => {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(format!("--rate must be a positive number, not {rate}").into());
+            }
+            let requests = rate::requests(&hello::load(&hellos)?);
+            let r = open::run(
+                targets,
+                requests,
+                client::sources(&sources)?,
+                rate,
+                Duration::from_secs_f64(warmup_secs),
+                Duration::from_secs_f64(seconds),
+                max_in_flight,
+                pid,
+            )
+            .await;
+            eprintln!(
+                "open {prefix}: offered {rate:.0}/s, completed {:.0}/s, {} failed of {} scheduled, launcher p99 late {} µs",
+                r.per_sec, r.failed, r.scheduled, r.launch_late_p99_us
+            );
+            output.record(&format!("{prefix}_offered"), rate)?;
+            output.record(&format!("{prefix}_conns_per_s"), r.per_sec)?;
+            output.record(&format!("{prefix}_completed"), r.completed as f64)?;
+            output.record(&format!("{prefix}_p50_us"), r.latency_us[0] as f64)?;
+            output.record(&format!("{prefix}_p99_us"), r.latency_us[1] as f64)?;
+            output.record(&format!("{prefix}_p999_us"), r.latency_us[2] as f64)?;
+            output.record(&format!("{prefix}_failed"), r.failed as f64)?;
+            output.record(&format!("{prefix}_late_us"), r.launch_late_p99_us as f64)?;
+            if let Some((user, system)) = r.cpu_us_per_conn {
+                output.record(&format!("{prefix}_user_us"), user)?;
+                output.record(&format!("{prefix}_sys_us"), system)?;
             }
             Ok(())
         }
@@ -216,6 +316,26 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(output.record(&metric, r.per_conn())?)
         }
+        Command::Breakdown {
+            gateway,
+            strace,
+            strace_conns,
+            callgrind,
+            callgrind_conns,
+        } => {
+            let read =
+                |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+            let (s, c) = (read(&strace), read(&callgrind));
+            println!(
+                "{}",
+                breakdown::row(
+                    &gateway,
+                    s.as_deref().map(|s| (s, strace_conns)),
+                    c.as_deref().map(|c| (c, callgrind_conns)),
+                )
+            );
+            Ok(())
+        }
         Command::Report {
             results,
             idle_small,
@@ -223,6 +343,18 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let text = std::fs::read_to_string(results)?;
             print!("{}", report::table(&text, (idle_small, idle_large)));
+            let open = report::open_table(&text);
+            if !open.is_empty() {
+                println!("\n### Open loop: new connections at a fixed offered rate\n");
+                print!("{open}");
+            }
+            let threads = report::threads_table(&text);
+            if !threads.is_empty() {
+                println!("\n### One and two gateway threads (closed loop, all on CPU 0)\n");
+                print!("{threads}");
+            }
+            println!("\n### Targets\n");
+            print!("{}", report::targets(&text, idle_large));
             Ok(())
         }
     }
