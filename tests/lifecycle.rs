@@ -648,35 +648,42 @@ fn sigkill_of_the_stable_process_refuses_no_connection() {
         })
         .collect();
 
-    // Churn: a new connection every 2 ms, each a hello echoed back, then closed.
+    // Churn: a new connection every 2 ms, whether or not the earlier ones are done (each
+    // on a thread of its own), each a hello echoed back, then closed.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let churn = {
-        let (stop, ok, failed, hello) = (stop.clone(), ok.clone(), failed.clone(), hello.clone());
+        let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+        let hello = hello.clone();
         std::thread::spawn(move || {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let attempt = (|| -> std::io::Result<()> {
-                    let mut s = TcpStream::connect_timeout(&kafka, Duration::from_secs(5))?;
-                    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-                    s.write_all(&hello)?;
-                    let mut back = vec![0u8; hello.len()];
-                    s.read_exact(&mut back)?;
-                    if back != hello {
-                        return Err(std::io::Error::other("wrong bytes back"));
-                    }
-                    Ok(())
-                })();
-                match attempt {
-                    Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.push(e.to_string());
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
+            let mut threads = Vec::new();
+            while !stop.load(Ordering::Relaxed) && threads.len() < 20_000 {
+                let (ok, failed, errors, hello) =
+                    (ok.clone(), failed.clone(), errors.clone(), hello.clone());
+                threads.push(std::thread::spawn(move || {
+                    let attempt = (|| -> std::io::Result<()> {
+                        let mut s = TcpStream::connect_timeout(&kafka, Duration::from_secs(5))?;
+                        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        s.write_all(&hello)?;
+                        let mut back = vec![0u8; hello.len()];
+                        s.read_exact(&mut back)?;
+                        if back != hello {
+                            return Err(std::io::Error::other("wrong bytes back"));
+                        }
+                        Ok(())
+                    })();
+                    match attempt {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            errors.lock().unwrap().push(e.to_string());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }));
                 std::thread::sleep(Duration::from_millis(2));
             }
-            errors
+            threads.len()
         })
     };
     let start = Instant::now();
@@ -706,7 +713,16 @@ fn sigkill_of_the_stable_process_refuses_no_connection() {
         std::thread::sleep(Duration::from_millis(10));
     }
     stop.store(true, Ordering::Relaxed);
-    let errors = churn.join().unwrap();
+    let started = churn.join().unwrap();
+    let start = Instant::now();
+    while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < started {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "churn connections never finished"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let errors = errors.lock().unwrap().clone();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!(
         "stable process SIGKILLed: worker noticed after {noticed:?}, new gateway ready after {served:?}; churn: {ok} ok, {failed} refused or failed"
