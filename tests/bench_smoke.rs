@@ -119,12 +119,16 @@ fn netns_benchmark_runner_smoke() {
                     "{gateway} {load}: `{column}` is `{cell}`:\n{results}"
                 );
             }
-            // The last cell (before the closing `|`) is the failed count.
-            assert_eq!(
-                row[row.len() - 2],
-                "0.00",
-                "{gateway} {load}: connections failed in the open loop:\n{results}"
-            );
+            // The last cell (before the closing `|`) is the failed count. Near a gateway's
+            // limit (75%, from a 1.5 s measurement of the best peer) connections may time
+            // out, which is speed, not judged here; at 25% none may fail.
+            if load == "25%" {
+                assert_eq!(
+                    row[row.len() - 2],
+                    "0.00",
+                    "{gateway} {load}: connections failed in the open loop:\n{results}"
+                );
+            }
         }
     }
     for section in [

@@ -481,6 +481,47 @@ fn upgrade_reexecs_the_stable_process_from_the_installed_binary() {
     );
 }
 
+/// A listener added to the file before an upgrade is bound by the stable process and served
+/// by the new worker; one removed from the file is closed once the new worker serves.
+#[test]
+fn upgrades_open_added_listeners_and_close_removed_ones() {
+    let (net, scratch, _up, gw) = echo_gateway("listeners", "", "");
+    let hello = fixture("openssl.bin");
+    let (first, second) = (net.addr(1, 9092), net.addr(1, 9093));
+    let text = std::fs::read_to_string(conf(&scratch)).unwrap();
+    let both = text.replace(
+        "  routes:",
+        &format!("    - name: second\n      address: {second}\n  routes:"),
+    );
+    std::fs::write(conf(&scratch), &both).unwrap();
+    let (ok, out) = upgrade(&conf(&scratch), &["--worker-only"]);
+    assert!(ok, "{out}");
+    for addr in [first, second] {
+        let mut c = open(addr, &hello);
+        echo_roundtrip(&mut c, b"both listeners serve");
+    }
+
+    let only_second = both.replace(&format!("    - name: kafka\n      address: {first}\n"), "");
+    assert_ne!(only_second, both);
+    std::fs::write(conf(&scratch), &only_second).unwrap();
+    let (ok, out) = upgrade(&conf(&scratch), &[]);
+    assert!(ok, "{out}");
+    let mut c = open(second, &hello);
+    echo_roundtrip(&mut c, b"the remaining listener serves");
+    // Once the old worker has drained, nothing holds the removed listener's port.
+    wait_one_worker(&gw, &scratch.dir);
+    let start = Instant::now();
+    while TcpStream::connect(first).is_ok() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{first} still accepts:\n{}",
+            gw.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    gw.wait_log(&format!("closed the listening socket on {first}"));
+}
+
 /// Installed as a symbolic link moved to each release, as alternatives and many package
 /// layouts do: the upgrade follows the link to the new release.
 #[test]

@@ -69,6 +69,11 @@ fn wanted(gateway: &GatewayConfig) -> Vec<Wanted> {
     listeners.chain(admin).collect()
 }
 
+/// The keys of every socket `gateway` asks for.
+pub fn keys_for(gateway: &GatewayConfig) -> Vec<String> {
+    wanted(gateway).into_iter().map(|w| w.key).collect()
+}
+
 /// The held sockets, by key.
 #[derive(Debug, Default)]
 pub struct ListenSockets {
@@ -197,10 +202,9 @@ impl ListenSockets {
         }
     }
 
-    /// Closes the sockets `gateway` no longer asks for (a listener removed from the file);
-    /// returns their keys.
-    pub fn retain_for(&mut self, gateway: &GatewayConfig) -> Vec<String> {
-        let keys: Vec<String> = wanted(gateway).into_iter().map(|w| w.key).collect();
+    /// Closes the sockets whose keys are not in `keys` (a listener removed from the file);
+    /// returns theirs.
+    pub fn retain(&mut self, keys: &[String]) -> Vec<String> {
         let dropped: Vec<String> = self
             .held
             .keys()
@@ -274,7 +278,7 @@ mod tests {
             "gateway:\n  listeners:\n    - name: https\n      address: {b}\n  admin:\n    address: {admin}\n"
         ));
         assert_eq!(s.ensure(&two).unwrap(), vec![b.to_string()]);
-        assert_eq!(s.retain_for(&two), vec![a.to_string()]);
+        assert_eq!(s.retain(&keys_for(&two)), vec![a.to_string()]);
         let mut want = vec![b.to_string(), admin.to_string()];
         want.sort();
         assert_eq!(keys(&s), want);

@@ -79,8 +79,18 @@ pub struct Upgrade {
     pub conf: PathBuf,
     /// Where to report progress, if anyone asked.
     pub reply: Option<Reply>,
-    /// Listening sockets bound for this worker's config, closed if it fails.
+    /// What the start changes in the held listening sockets.
+    pub sockets: SocketPlan,
+}
+
+/// What a worker start changes in the listening sockets the stable process holds.
+#[derive(Debug, Default)]
+pub struct SocketPlan {
+    /// Bound for this worker's config; closed if the start fails.
     pub added: Vec<String>,
+    /// Every socket this worker's config asks for; once it serves, the others close.
+    /// `None`: keep them all.
+    pub keep: Option<Vec<String>>,
 }
 
 impl Upgrade {

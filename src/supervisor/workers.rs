@@ -5,9 +5,9 @@
 use super::control::{Reply, Request};
 use super::handoff::{CarriedWorker, Handoff, FORMAT};
 use super::reexec;
-use super::sockets::ListenSockets;
+use super::sockets::{keys_for, ListenSockets};
 use super::upgrade::{
-    Event, Reexec, Stage, Upgrade, PREPARE_TIMEOUT, READY_TIMEOUT, SOCKET_TIMEOUT,
+    Event, Reexec, SocketPlan, Stage, Upgrade, PREPARE_TIMEOUT, READY_TIMEOUT, SOCKET_TIMEOUT,
 };
 use super::{BUILD_ENV, CONTROL_ENV, SUPERVISOR_PID_ENV};
 use crate::config::Config;
@@ -122,7 +122,7 @@ impl Workers {
         match begin {
             Begin::Fresh => {
                 let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
-                if let Err(e) = self.start(exe, conf, Kind::First, None, Vec::new()) {
+                if let Err(e) = self.start(exe, conf, Kind::First, None, SocketPlan::default()) {
                     log::error!("cannot start the worker: {e}");
                     return 1;
                 }
@@ -253,13 +253,13 @@ impl Workers {
         conf: PathBuf,
         kind: Kind,
         reply: Option<Reply>,
-        added: Vec<String>,
+        sockets: SocketPlan,
     ) -> std::io::Result<u32> {
         let prime = self.current.is_some();
         let pid = match self.spawn(&exe, &conf, prime) {
             Ok(pid) => pid,
             Err(e) => {
-                self.setup.sockets.close(&added);
+                self.setup.sockets.close(&sockets.added);
                 if let Some(r) = &reply {
                     r.error(&format!(
                         "cannot start {}: {e}; the running gateway is untouched",
@@ -276,7 +276,7 @@ impl Workers {
             exe,
             conf,
             reply,
-            added,
+            sockets,
         };
         if kind == Kind::Upgrade {
             u.info(&format!(
@@ -481,7 +481,7 @@ impl Workers {
             self.current = None;
         }
         // Sockets bound for this worker's config would only queue connections for nobody.
-        self.setup.sockets.close(&u.added);
+        self.setup.sockets.close(&u.sockets.added);
         match kind {
             Kind::Upgrade => {
                 let why = format!("{why}; the running gateway is untouched");
@@ -515,7 +515,7 @@ impl Workers {
             return;
         }
         let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
-        if let Err(e) = self.start(exe, conf, Kind::Restart, None, Vec::new()) {
+        if let Err(e) = self.start(exe, conf, Kind::Restart, None, SocketPlan::default()) {
             log::error!(
                 "cannot start a worker: {e}; trying again in {:?}",
                 self.restart_pause
@@ -616,20 +616,23 @@ impl Workers {
             return refuse(&why);
         }
         // A listener added to the file needs its socket before the worker asks for it.
-        let config = Config::load_without_secrets(&conf.to_string_lossy());
-        let ensured = match config {
+        let planned = match Config::load_without_secrets(&conf.to_string_lossy()) {
             Ok(c) => self
                 .setup
                 .sockets
                 .ensure(&c.gateway)
+                .map(|added| SocketPlan {
+                    added,
+                    keep: Some(keys_for(&c.gateway)),
+                })
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("config {}: {e}", conf.display())),
         };
-        let added = match ensured {
-            Ok(added) => added,
+        let plan = match planned {
+            Ok(plan) => plan,
             Err(e) => return refuse(&format!("{e}; the running gateway is untouched")),
         };
-        if let Err(e) = self.start(exe.clone(), conf, kind, reply, added) {
+        if let Err(e) = self.start(exe.clone(), conf, kind, reply, plan) {
             log::warn!(
                 "upgrade refused: cannot start {}: {e}; the running gateway is untouched",
                 exe.display()
@@ -754,8 +757,8 @@ impl Workers {
         self.setup.conf = u.conf.clone();
         self.ever_ready = true;
         self.restart_pause = FIRST_RESTART_PAUSE;
-        if let Ok(c) = Config::load_without_secrets(&u.conf.to_string_lossy()) {
-            for key in self.setup.sockets.retain_for(&c.gateway) {
+        if let Some(keep) = &u.sockets.keep {
+            for key in self.setup.sockets.retain(keep) {
                 log::info!("closed the listening socket on {key}: the config no longer has it");
             }
         }
