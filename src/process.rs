@@ -5,6 +5,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -116,6 +117,62 @@ pub fn block_handled_signals(block: bool) {
             libc::SIG_UNBLOCK
         };
         libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
+/// A signal the stable process handles: the set [`block_handled_signals`] blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGHUP.
+    Hup,
+    /// SIGTERM.
+    Term,
+    /// SIGINT.
+    Int,
+    /// SIGQUIT.
+    Quit,
+    /// SIGUSR1.
+    Usr1,
+}
+
+/// The stable process's signal streams, one per [`Sig`].
+pub struct HandledSignals([(Sig, Option<Signal>); 5]);
+
+impl HandledSignals {
+    /// Installs the handlers (a signal that cannot be had is logged, and never comes).
+    pub fn listen() -> Self {
+        HandledSignals([
+            (Sig::Hup, listen(SignalKind::hangup(), "SIGHUP")),
+            (Sig::Term, listen(SignalKind::terminate(), "SIGTERM")),
+            (Sig::Int, listen(SignalKind::interrupt(), "SIGINT")),
+            (Sig::Quit, listen(SignalKind::quit(), "SIGQUIT")),
+            (Sig::Usr1, listen(SignalKind::user_defined1(), "SIGUSR1")),
+        ])
+    }
+
+    /// The next signal.
+    pub async fn next(&mut self) -> Sig {
+        let [(_, hup), (_, term), (_, int), (_, quit), (_, usr1)] = &mut self.0;
+        tokio::select! {
+            _ = next(hup) => Sig::Hup,
+            _ = next(term) => Sig::Term,
+            _ = next(int) => Sig::Int,
+            _ = next(quit) => Sig::Quit,
+            _ = next(usr1) => Sig::Usr1,
+        }
+    }
+
+    /// The signals delivered but not yet served, without waiting for more.
+    pub async fn pending(&mut self) -> Vec<Sig> {
+        // Let the runtime read what the signal handlers wrote, then take it.
+        tokio::task::yield_now().await;
+        let mut got = Vec::new();
+        for (sig, stream) in &mut self.0 {
+            while let Ok(()) = tokio::time::timeout(Duration::ZERO, next(stream)).await {
+                got.push(*sig);
+            }
+        }
+        got
     }
 }
 

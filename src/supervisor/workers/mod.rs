@@ -2,9 +2,10 @@
 //! them on an upgrade or when one dies, stopping them, and re-executing the stable
 //! process itself (see [`super::reexec`]).
 
+mod reexec_flow;
+
 use super::control::{Reply, Request};
-use super::handoff::{CarriedWorker, Handoff, FORMAT};
-use super::reexec;
+use super::handoff::CarriedWorker;
 use super::sockets::{keys_for, ListenSockets};
 use super::upgrade::{
     Event, Reexec, SocketPlan, Stage, Upgrade, PREPARE_TIMEOUT, READY_TIMEOUT, SOCKET_TIMEOUT,
@@ -13,7 +14,7 @@ use super::{BUILD_ENV, CONTROL_ENV, SUPERVISOR_PID_ENV};
 use crate::config::Config;
 use crate::listener::hand_over;
 use crate::process::{
-    block_handled_signals, exited, kill, listen, next, pidfd_open, reap, someone_listens_on,
+    block_handled_signals, exited, kill, pidfd_open, reap, someone_listens_on, HandledSignals, Sig,
 };
 use crate::BUILD;
 use std::collections::BTreeSet;
@@ -22,7 +23,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
-use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -116,7 +116,7 @@ impl Workers {
     /// Starts (or takes over) the workers and supervises until every worker is gone after
     /// a stop; returns the process exit code.
     pub async fn run(mut self, begin: Begin, mut events: mpsc::UnboundedReceiver<Event>) -> i32 {
-        let mut signals = Signals::listen();
+        let mut signals = HandledSignals::listen();
         // Signals blocked across a re-exec arrive now, to the handlers just installed.
         block_handled_signals(false);
         match begin {
@@ -170,79 +170,6 @@ impl Workers {
                 std::process::id(),
                 self.setup.conf.display()
             ),
-        }
-    }
-
-    /// Re-executes the stable process from the binary `checked` names (its check passed).
-    /// The handled signals are blocked first, and those already delivered are served
-    /// here, so that none is lost to the exec.
-    async fn exec(&mut self, checked: Reexec, signals: &mut Signals) {
-        block_handled_signals(true);
-        for sig in signals.pending().await {
-            self.on_signal(sig);
-        }
-        let fail = |why: &str| {
-            log::error!("upgrade failed: {why}");
-            if let Some(reply) = &checked.reply {
-                reply.error(why);
-            }
-        };
-        if self.stopping || self.upgrade.is_some() {
-            block_handled_signals(false);
-            return fail(if self.stopping {
-                "the gateway is stopping"
-            } else {
-                "a worker started during the check; the running gateway is untouched, try again"
-            });
-        }
-        let handoff = self.handoff(&checked.exe, &checked.conf, checked.reply.as_ref());
-        let e = reexec::exec(&checked.exe, &checked.conf, &handoff);
-        fail(&format!(
-            "cannot execute {}: {e}; the running stable process keeps serving, untouched",
-            checked.exe.display()
-        ));
-        if self.current.is_none() && self.upgrade.is_none() {
-            self.schedule_restart();
-        }
-    }
-
-    /// Takes over the workers the old image ran, then replaces the serving one from this
-    /// binary, as the re-exec's caller asked.
-    fn resume(
-        &mut self,
-        workers: Vec<CarriedWorker>,
-        ever_ready: bool,
-        reply: Option<Reply>,
-        from_build: &str,
-    ) {
-        self.ever_ready = ever_ready;
-        for w in workers {
-            self.watch(w.pid);
-            if w.current {
-                self.current = Some(w.pid);
-            }
-        }
-        let text = format!(
-            "the stable process (pid {}) re-executed: it ran snigate {from_build}, and now runs {} ({}); it keeps its {} worker(s) and listening sockets",
-            std::process::id(),
-            self.setup.exe.display(),
-            BUILD,
-            self.alive.len()
-        );
-        log::info!("upgrade: {text}");
-        if let Some(r) = &reply {
-            r.info(&text);
-        }
-        let (exe, conf) = (self.setup.exe.clone(), self.setup.conf.clone());
-        let kind = if self.current.is_some() {
-            Kind::Upgrade
-        } else {
-            Kind::Restart
-        };
-        self.begin_upgrade(exe, conf, reply, kind);
-        if self.upgrade.is_none() && self.current.is_none() {
-            // The old image had a restart pending, and this one could not start a worker.
-            self.schedule_restart();
         }
     }
 
@@ -640,87 +567,6 @@ impl Workers {
         }
     }
 
-    fn begin_reexec(&mut self, exe: PathBuf, conf: PathBuf, reply: Option<Reply>) {
-        if let Some(why) = self.busy() {
-            log::warn!("upgrade refused: {why}");
-            if let Some(r) = &reply {
-                r.error(&why);
-            }
-            return;
-        }
-        let text = format!(
-            "checking that {} starts and accepts {} before the stable process (pid {}) re-executes it",
-            exe.display(),
-            conf.display(),
-            std::process::id()
-        );
-        log::info!("upgrade: {text}");
-        if let Some(r) = &reply {
-            r.info(&text);
-        }
-        let handoff = self.handoff(&exe, &conf, reply.as_ref());
-        let events = self.setup.events.clone();
-        let (check_exe, check_conf) = (exe.clone(), conf.clone());
-        // A thread of its own, gone when done (see `exec`).
-        std::thread::spawn(move || {
-            let result = reexec::preflight(&check_exe, &check_conf, &handoff);
-            let _ = events.send(Event::Preflight(result));
-        });
-        self.reexec = Some(Reexec { exe, conf, reply });
-    }
-
-    fn on_preflight(&mut self, result: Result<String, String>) {
-        let Some(r) = self.reexec.take() else {
-            return;
-        };
-        let summary = match result {
-            Ok(s) => s,
-            Err(why) => {
-                let why = format!("{why}; the running gateway is untouched");
-                log::error!("upgrade failed: {why}");
-                if let Some(reply) = &r.reply {
-                    reply.error(&why);
-                }
-                return;
-            }
-        };
-        let text = format!(
-            "{} checked the config ({summary}); re-executing the stable process (pid {}) from it",
-            r.exe.display(),
-            std::process::id()
-        );
-        log::info!("upgrade: {text}");
-        if let Some(reply) = &r.reply {
-            reply.info(&text);
-        }
-        // The exec itself runs from the main loop, which can serve pending signals first.
-        self.exec_ready = Some(r);
-    }
-
-    /// What a re-exec carries.
-    fn handoff(&self, exe: &Path, conf: &Path, reply: Option<&Reply>) -> Handoff {
-        Handoff {
-            format: FORMAT,
-            exe: exe.to_owned(),
-            conf: conf.to_owned(),
-            pid_file: self.setup.pid_file.clone(),
-            upgrade_sock: self.setup.upgrade_sock.clone(),
-            control_fd: self.setup.control_fd,
-            listeners: self.setup.sockets.raw(),
-            workers: self
-                .alive
-                .iter()
-                .map(|&pid| CarriedWorker {
-                    pid,
-                    current: Some(pid) == self.current,
-                })
-                .collect(),
-            ever_ready: self.ever_ready,
-            reply_fd: reply.map(Reply::as_raw_fd),
-            from_build: BUILD.to_owned(),
-        }
-    }
-
     fn on_sent(&mut self, pid: u32, result: Result<(), String>) {
         let Some((u, _)) = self.upgrade.as_mut().filter(|(u, _)| u.pid == pid) else {
             return;
@@ -805,56 +651,6 @@ impl Workers {
             );
             self.schedule_restart();
         }
-    }
-}
-
-/// A signal the stable process handles.
-#[derive(Debug, Clone, Copy)]
-enum Sig {
-    Hup,
-    Term,
-    Int,
-    Quit,
-    Usr1,
-}
-
-/// The stable process's signal streams.
-struct Signals([(Sig, Option<Signal>); 5]);
-
-impl Signals {
-    fn listen() -> Self {
-        Signals([
-            (Sig::Hup, listen(SignalKind::hangup(), "SIGHUP")),
-            (Sig::Term, listen(SignalKind::terminate(), "SIGTERM")),
-            (Sig::Int, listen(SignalKind::interrupt(), "SIGINT")),
-            (Sig::Quit, listen(SignalKind::quit(), "SIGQUIT")),
-            (Sig::Usr1, listen(SignalKind::user_defined1(), "SIGUSR1")),
-        ])
-    }
-
-    /// The next signal.
-    async fn next(&mut self) -> Sig {
-        let [(_, hup), (_, term), (_, int), (_, quit), (_, usr1)] = &mut self.0;
-        tokio::select! {
-            _ = next(hup) => Sig::Hup,
-            _ = next(term) => Sig::Term,
-            _ = next(int) => Sig::Int,
-            _ = next(quit) => Sig::Quit,
-            _ = next(usr1) => Sig::Usr1,
-        }
-    }
-
-    /// The signals delivered but not yet served, without waiting for more.
-    async fn pending(&mut self) -> Vec<Sig> {
-        // Let the runtime read what the signal handlers wrote, then take it.
-        tokio::task::yield_now().await;
-        let mut got = Vec::new();
-        for (sig, stream) in &mut self.0 {
-            while let Ok(()) = tokio::time::timeout(Duration::ZERO, next(stream)).await {
-                got.push(*sig);
-            }
-        }
-        got
     }
 }
 
