@@ -3,7 +3,8 @@
 //! - `/health` answers 200 while the process serves HTTP at all.
 //! - `/ready` answers 200 once routes are loaded and every listener accepts connections,
 //!   and 503 with the reason before that.
-//! - `/routes` lists the live route table, one route per line.
+//! - `/routes` lists the live route table, one route per line, each pool server on a line
+//!   of its own under its route; `/routes?format=json` gives the same as JSON.
 
 use crate::discovery::hub::Hub;
 use crate::metrics;
@@ -84,7 +85,20 @@ impl AdminApp {
         AdminApp { hub, readiness }
     }
 
-    fn answer(&self, method: &str, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    /// The live state of a pool route's servers.
+    fn servers(
+        &self,
+        route: &snigate_core::routes::Route,
+    ) -> Option<Vec<crate::upstream::pool::ServerView>> {
+        self.hub.store().pools.get(&route.label).map(|p| p.view())
+    }
+
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> (StatusCode, &'static str, Vec<u8>) {
         const TEXT: &str = "text/plain; charset=utf-8";
         if method != "GET" && method != "HEAD" {
             return (StatusCode::METHOD_NOT_ALLOWED, TEXT, b"use GET\n".to_vec());
@@ -108,10 +122,21 @@ impl AdminApp {
                     format!("not ready: {why}\n").into_bytes(),
                 ),
             },
+            "/routes" if query.is_some_and(|q| q.split('&').any(|kv| kv == "format=json")) => {
+                let routes = render::routes_json(&self.hub.table(), &|r| self.servers(r));
+                match serde_json::to_vec_pretty(&routes) {
+                    Ok(body) => (StatusCode::OK, "application/json", body),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        TEXT,
+                        format!("cannot render the routes: {e}\n").into_bytes(),
+                    ),
+                }
+            }
             "/routes" => (
                 StatusCode::OK,
                 TEXT,
-                render::admin(&self.hub.table()).into_bytes(),
+                render::admin_with(&self.hub.table(), &|r| self.servers(r)).into_bytes(),
             ),
             _ => (
                 StatusCode::NOT_FOUND,
@@ -128,7 +153,8 @@ impl ServeHttp for AdminApp {
         let req = session.req_header();
         let method = req.method.as_str().to_owned();
         let path = req.uri.path().to_owned();
-        let (status, content_type, body) = self.answer(&method, &path);
+        let query = req.uri.query().map(str::to_owned);
+        let (status, content_type, body) = self.answer(&method, &path, query.as_deref());
         let len = body.len();
         Response::builder()
             .status(status)

@@ -38,9 +38,59 @@ pub fn routes(config: &Config, yaml: bool, discover: bool) -> Result<(), Command
     if yaml {
         print!("{}", render::yaml(&table));
     } else {
-        print!("{}", render::table(&table, &config.gateway.listeners));
+        let live = config.gateway.admin.map(live_routes).unwrap_or_default();
+        print!(
+            "{}",
+            render::table_with(&table, &config.gateway.listeners, &live)
+        );
     }
     Ok(())
+}
+
+/// The running gateway's routes, from its admin endpoint, for the live state of pool
+/// servers; empty when no gateway answers within a second.
+fn live_routes(admin: std::net::SocketAddr) -> Vec<render::RouteJson> {
+    use std::io::{Read, Write};
+    let limit = std::time::Duration::from_secs(1);
+    // The admin endpoint keeps connections alive: read the head, then Content-Length bytes.
+    let fetch = || -> std::io::Result<Vec<u8>> {
+        let mut conn = std::net::TcpStream::connect_timeout(&admin, limit)?;
+        conn.set_read_timeout(Some(limit))?;
+        conn.set_write_timeout(Some(limit))?;
+        conn.write_all(
+            b"GET /routes?format=json HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok(got);
+            }
+            got.extend_from_slice(&buf[..n]);
+            let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|len| got.len() >= end + 4 + len) {
+                return Ok(got);
+            }
+        }
+    };
+    let Ok(answer) = fetch() else {
+        return Vec::new();
+    };
+    let Some(start) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Vec::new();
+    };
+    if !answer.starts_with(b"HTTP/1.1 200") && !answer.starts_with(b"HTTP/1.0 200") {
+        return Vec::new();
+    }
+    serde_json::from_slice(&answer[start + 4..]).unwrap_or_default()
 }
 
 /// `snigate hosts`: hosts-file lines pointing every routed name at `gateway`.

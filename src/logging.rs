@@ -53,7 +53,11 @@ impl Log for Relevel {
 /// Installs the logger. Call once, before anything logs.
 pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let inner = env_logger::Builder::from_env(env)
+    // pingora-load-balancing logs each health flip itself; snigate logs it once, with the
+    // passive checks' verdict and the reason (see `upstream::health`).
+    let inner = env_logger::Builder::new()
+        .filter_module("pingora_load_balancing", log::LevelFilter::Error)
+        .parse_env(env)
         .format_timestamp_millis()
         .build();
     let max = inner.filter();

@@ -44,6 +44,20 @@ pub const BUILD_INFO: &str = "snigate_build_info";
 /// Config reloads (SIGHUP), by outcome (`ok`, `failed`).
 pub const CONFIG_RELOADS_TOTAL: &str = "snigate_config_reloads_total";
 
+/// 1 when a pool's server may get new connections (up, going down, or an up backup), 0
+/// when it is down or going up, by route and server.
+pub const UPSTREAM_UP: &str = "snigate_upstream_up";
+/// Active health check duration in seconds, by check type and result.
+pub const HEALTH_CHECK_SECONDS: &str = "snigate_health_check_seconds";
+/// A pool server's health changes, by server and new state (`up`, `down`).
+pub const UPSTREAM_STATE_CHANGES_TOTAL: &str = "snigate_upstream_state_changes_total";
+/// Failed connects to a pool's server, by route and server.
+pub const UPSTREAM_FAILURES_TOTAL: &str = "snigate_upstream_failures_total";
+/// Connections a pool sent to a server while no server was up (panic routing), by route.
+pub const POOL_PANIC_TOTAL: &str = "snigate_pool_panic_connections_total";
+/// Open connections to a pool's server, by route and server.
+pub const UPSTREAM_ACTIVE: &str = "snigate_upstream_active_connections";
+
 /// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
 pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
 
@@ -137,6 +151,62 @@ pub static CONNECT_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
     .buckets(buckets);
     register(defined(HistogramVec::new(opts, &["listener"])))
+});
+
+/// See [`UPSTREAM_UP`].
+pub static UPSTREAM_UP_GAUGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let help = "1 when a pool's server may get new connections, by route and server.";
+    register(defined(IntGaugeVec::new(
+        Opts::new(UPSTREAM_UP, help),
+        &["route", "server"],
+    )))
+});
+
+/// See [`HEALTH_CHECK_SECONDS`].
+pub static HEALTH_CHECK_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let buckets = exponential_buckets(0.0005, 2.0, 14).unwrap_or_default();
+    let opts = HistogramOpts::new(
+        HEALTH_CHECK_SECONDS,
+        "Active health check duration in seconds, by check type and result.",
+    )
+    .buckets(buckets);
+    register(defined(HistogramVec::new(opts, &["type", "result"])))
+});
+
+/// See [`UPSTREAM_STATE_CHANGES_TOTAL`].
+pub static STATE_CHANGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let help = "Health changes of pool servers, by server and new state.";
+    register(defined(IntCounterVec::new(
+        Opts::new(UPSTREAM_STATE_CHANGES_TOTAL, help),
+        &["server", "state"],
+    )))
+});
+
+/// See [`UPSTREAM_FAILURES_TOTAL`].
+pub static UPSTREAM_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let help = "Failed connects to a pool's server, by route and server.";
+    register(defined(IntCounterVec::new(
+        Opts::new(UPSTREAM_FAILURES_TOTAL, help),
+        &["route", "server"],
+    )))
+});
+
+/// See [`POOL_PANIC_TOTAL`].
+pub static POOL_PANIC: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    let help = "Connections a pool sent while none of its servers was up, by route.";
+    register(defined(IntCounterVec::new(
+        Opts::new(POOL_PANIC_TOTAL, help),
+        &["route"],
+    )))
+});
+
+/// See [`UPSTREAM_ACTIVE`].
+pub static UPSTREAM_ACTIVE_GAUGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let help = "Open connections to a pool's server, by route and server.";
+    register(defined(IntGaugeVec::new(
+        Opts::new(UPSTREAM_ACTIVE, help),
+        &["route", "server"],
+    )))
 });
 
 /// See [`ROUTES`].

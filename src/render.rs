@@ -2,14 +2,23 @@
 //! be pasted into `gateway.routes`, hosts-file lines for clients, and the admin `/routes`
 //! page. Pure functions of a table.
 
+use crate::upstream::pool::ServerView;
+use serde::{Deserialize, Serialize};
 use snigate_core::config::ListenerConfig;
 use snigate_core::names::SniPattern;
-use snigate_core::routes::RouteTable;
+use snigate_core::routes::{Route, RouteTable};
 use std::fmt::Write;
 use std::net::IpAddr;
 
 /// The `snigate routes` table: SNI, upstream and origin, then each listener's fallback.
 pub fn table(table: &RouteTable, listeners: &[ListenerConfig]) -> String {
+    table_with(table, listeners, &[])
+}
+
+/// [`table`], with each pool's servers under its route: their live state from `live` (the
+/// running gateway's `/routes?format=json`), or `unknown` when it has none for the route.
+pub fn table_with(table: &RouteTable, listeners: &[ListenerConfig], live: &[RouteJson]) -> String {
+    let json = routes_json(table, &|_| None);
     let routes = table.routes();
     let width = routes
         .iter()
@@ -31,6 +40,16 @@ pub fn table(table: &RouteTable, listeners: &[ListenerConfig]) -> String {
             let _ = write!(out, "  (pinned: {})", r.upstream.pinned_list());
         }
         out.push('\n');
+        if let Some(j) = json.iter().find(|j| j.sni == *r.label) {
+            let servers = live
+                .iter()
+                .find(|l| l.sni == j.sni && !l.servers.is_empty())
+                .map_or(&j.servers, |l| &l.servers);
+            for s in servers {
+                out.push_str(&server_line(s));
+                out.push('\n');
+            }
+        }
     }
     for l in listeners {
         if let Some(f) = &l.fallback {
@@ -83,11 +102,201 @@ pub fn hosts(table: &RouteTable, gateway: IpAddr) -> String {
     out
 }
 
+/// One route in `/routes?format=json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteJson {
+    /// The SNI pattern.
+    pub sni: String,
+    /// The upstream (a pool's first primary server).
+    pub upstream: String,
+    /// `static` or `cluster:NAME`.
+    pub origin: String,
+    /// What the route is for.
+    pub kind: String,
+    /// When its cluster last advertised a discovered route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_advertised: Option<String>,
+    /// `v1` or `v2` when the upstream gets a PROXY protocol header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_proxy: Option<String>,
+    /// Pinned addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<String>,
+    /// A pool's balance mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance: Option<String>,
+    /// A pool's health check type, or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    /// A pool's servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerJson>,
+}
+
+/// One pool server in `/routes?format=json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerJson {
+    /// `host:port`.
+    pub address: String,
+    /// up, down, going up, going down or backup; `unknown` when the gateway is not asked.
+    pub state: String,
+    /// A backup server.
+    pub backup: bool,
+    /// Its weight.
+    pub weight: u32,
+    /// Open connections from this route.
+    pub open_connections: usize,
+    /// Failed connects since start.
+    pub failures: u64,
+    /// The last active check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckJson>,
+    /// When its state last changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_change: Option<String>,
+}
+
+/// A server's last active check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckJson {
+    /// Whether it passed.
+    pub ok: bool,
+    /// How long it took, in milliseconds.
+    pub latency_ms: f64,
+    /// When it ran.
+    pub at: String,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn send_proxy_word(v: snigate_core::proxy_protocol::Version) -> String {
+    if v == snigate_core::proxy_protocol::Version::V1 {
+        "v1".into()
+    } else {
+        "v2".into()
+    }
+}
+
+/// Every route for `/routes?format=json`, a pool's servers with what `servers` says of
+/// them (from the live pools; `None` for a route whose pool is not running).
+pub fn routes_json(
+    table: &RouteTable,
+    servers: &dyn Fn(&Route) -> Option<Vec<ServerView>>,
+) -> Vec<RouteJson> {
+    table
+        .routes()
+        .into_iter()
+        .map(|r| {
+            let pool = r.pool.as_deref();
+            let views = pool.map(|_| servers(r));
+            RouteJson {
+                sni: r.label.to_string(),
+                upstream: r.upstream.to_string(),
+                origin: r.origin.to_string(),
+                kind: r.kind.as_str().to_owned(),
+                last_advertised: r.last_seen.map(utc),
+                send_proxy: r.send_proxy.map(send_proxy_word),
+                pinned: if r.upstream.pinned.is_empty() {
+                    Vec::new()
+                } else {
+                    r.upstream
+                        .pinned_list()
+                        .split(", ")
+                        .map(str::to_owned)
+                        .collect()
+                },
+                balance: pool.map(|p| p.balance.as_str().to_owned()),
+                health_check: pool.map(|p| {
+                    p.health_check
+                        .map_or("none", |h| h.kind.as_str())
+                        .to_owned()
+                }),
+                servers: match (pool, views.flatten()) {
+                    (Some(_), Some(views)) => views.iter().map(server_json).collect(),
+                    (Some(p), None) => p
+                        .servers
+                        .iter()
+                        .map(|s| ServerJson {
+                            address: s.address(),
+                            state: "unknown".into(),
+                            backup: s.backup,
+                            weight: s.weight,
+                            open_connections: 0,
+                            failures: 0,
+                            last_check: None,
+                            last_change: None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                },
+            }
+        })
+        .collect()
+}
+
+fn server_json(v: &ServerView) -> ServerJson {
+    ServerJson {
+        address: v.server.clone(),
+        state: v.state.as_str().to_owned(),
+        backup: v.backup,
+        weight: v.weight,
+        open_connections: v.open,
+        failures: v.failures,
+        last_check: v
+            .last_check
+            .as_ref()
+            .map(|(ok, took, at, error)| CheckJson {
+                ok: *ok,
+                latency_ms: took.as_secs_f64() * 1000.0,
+                at: utc(at / 1000),
+                error: (!error.is_empty()).then(|| error.clone()),
+            }),
+        last_change: (v.last_change_ms > 0).then(|| utc(v.last_change_ms / 1000)),
+    }
+}
+
+/// A pool server as one indented line of `/routes` and `snigate routes`.
+pub fn server_line(s: &ServerJson) -> String {
+    let mut line = format!(
+        "    server {} {} weight={} open={} failures={}",
+        s.address, s.state, s.weight, s.open_connections, s.failures
+    );
+    if s.backup {
+        line.push_str(" backup");
+    }
+    if let Some(c) = &s.last_check {
+        let _ = write!(
+            line,
+            " check={} {:.1}ms",
+            if c.ok { "ok" } else { "failed" },
+            c.latency_ms
+        );
+        if let Some(e) = &c.error {
+            let _ = write!(line, " ({e})");
+        }
+    }
+    if let Some(t) = &s.last_change {
+        let _ = write!(line, " changed={t}");
+    }
+    line
+}
+
 /// The admin `/routes` page: one route per line with its origin and kind, and for a
-/// discovered route when its cluster last advertised it.
+/// discovered route when its cluster last advertised it; a pool's servers follow their
+/// route, one per line.
 pub fn admin(table: &RouteTable) -> String {
+    admin_with(table, &|_| None)
+}
+
+/// [`admin`], with the live state of each pool's servers.
+pub fn admin_with(
+    table: &RouteTable,
+    servers: &dyn Fn(&Route) -> Option<Vec<ServerView>>,
+) -> String {
+    let json = routes_json(table, servers);
     let mut out = String::new();
-    for r in table.routes() {
+    for (r, j) in table.routes().into_iter().zip(&json) {
         let _ = write!(
             out,
             "{} -> {} [{}] kind={}",
@@ -113,7 +322,14 @@ pub fn admin(table: &RouteTable) -> String {
         if !r.upstream.pinned.is_empty() {
             let _ = write!(out, " (pinned: {})", r.upstream.pinned_list());
         }
+        if let (Some(b), Some(h)) = (&j.balance, &j.health_check) {
+            let _ = write!(out, " balance={b} health_check={h}");
+        }
         out.push('\n');
+        for s in &j.servers {
+            out.push_str(&server_line(s));
+            out.push('\n');
+        }
     }
     out
 }

@@ -3,21 +3,27 @@
 //! Each new connection takes a snapshot ([`RouteStore::load`]) and keeps it for its whole
 //! life, so a swap never touches connections that are already routed.
 
+use crate::upstream::pool::Pools;
 use arc_swap::ArcSwap;
 use snigate_core::routes::RouteTable;
 use std::sync::Arc;
 
-/// Shared handle to the current [`RouteTable`].
+/// Shared handle to the current [`RouteTable`], and the pools of its routes.
 #[derive(Debug)]
 pub struct RouteStore {
     current: ArcSwap<RouteTable>,
+    /// The pools of the routes with `servers:`, rebuilt with each table.
+    pub pools: Arc<Pools>,
 }
 
 impl RouteStore {
     /// Starts with `table`.
     pub fn new(table: RouteTable) -> Self {
+        let pools = Arc::new(Pools::default());
+        pools.reconcile(&table);
         RouteStore {
             current: ArcSwap::from_pointee(table),
+            pools,
         }
     }
 
@@ -28,6 +34,7 @@ impl RouteStore {
 
     /// Replaces the table for every later connection.
     pub fn swap(&self, table: RouteTable) {
+        self.pools.reconcile(&table);
         self.current.store(Arc::new(table));
     }
 }

@@ -49,6 +49,8 @@ pub struct Record<'a> {
     pub local_port: u16,
     /// The upstream address connected to.
     pub upstream_addr: Option<SocketAddr>,
+    /// The pool server that served it, for a route with `servers:`.
+    pub server: Option<String>,
     /// How long the upstream connect took.
     pub connect_ms: Option<u64>,
     /// Bytes from the client to the upstream, the hello included.
@@ -76,6 +78,7 @@ impl<'a> Record<'a> {
             route: None,
             local_port: 0,
             upstream_addr: None,
+            server: None,
             connect_ms: None,
             bytes_up: 0,
             bytes_down: 0,
@@ -137,9 +140,12 @@ impl<'a> Record<'a> {
             ("route", text(self.route.as_ref().map(|r| &*r.label))),
             ("upstream", text(target.as_deref())),
             ("upstream_addr", text(addr.as_deref())),
-            ("bytes_up", Value::Number(self.bytes_up)),
-            ("bytes_down", Value::Number(self.bytes_down)),
         ];
+        if let Some(server) = &self.server {
+            fields.push(("server", text(Some(server))));
+        }
+        fields.push(("bytes_up", Value::Number(self.bytes_up)));
+        fields.push(("bytes_down", Value::Number(self.bytes_down)));
         if let Some(ms) = self.connect_ms {
             fields.push(("connect_ms", Value::Number(ms)));
         }

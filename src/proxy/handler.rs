@@ -10,6 +10,7 @@ use crate::metrics::{self, RouteSeries};
 use crate::peek::{self, PeekError};
 use crate::relay::Totals;
 use crate::upstream;
+use crate::upstream::pool::Lease;
 use pingora_core::server::ShutdownWatch;
 use prometheus::{Histogram, IntCounter, IntGauge};
 use snigate_core::config::{Limits, ListenerConfig};
@@ -202,7 +203,11 @@ impl Handler {
     ) {
         // Boxed: reading the hello, connecting and replaying need more state than relaying
         // does, and only for a moment; an idle connection should not carry their space.
-        let opened = Box::pin(self.open(client_io, rec, series, totals, limits, local_port)).await;
+        let mut lease = None;
+        let opened = Box::pin(self.open(
+            client_io, rec, series, totals, limits, local_port, &mut lease,
+        ))
+        .await;
         let (Some((client_io, upstream_io)), Some(route_series)) = (opened, series.as_deref())
         else {
             return;
@@ -216,11 +221,14 @@ impl Handler {
             .await;
         rec.outcome = end.outcome();
         rec.closed_by = Some(end.closer());
+        drop(lease);
     }
 
     /// Everything before the relay: the PROXY header and the ClientHello, the route, the
     /// upstream connection and the replayed hello. Returns both streams when all went
-    /// well; otherwise `rec` says why not. Sets `series` once a route is chosen.
+    /// well; otherwise `rec` says why not. Sets `series` once a route is chosen, and
+    /// `lease` once a pool's server is connected.
+    #[allow(clippy::too_many_arguments)]
     async fn open<S: ClientStream>(
         &self,
         mut client_io: S,
@@ -229,6 +237,7 @@ impl Handler {
         totals: &Totals,
         limits: Limits,
         local_port: u16,
+        lease: &mut Option<Lease>,
     ) -> Option<(S, TcpStream)> {
         let name = self.listener.name.as_str();
         let deadline = tokio::time::Instant::now() + limits.clienthello_timeout;
@@ -292,14 +301,34 @@ impl Handler {
             return None;
         };
         let route_series = self.metrics.connections.route(&route.label);
-        let connected = upstream::connect(
-            &route.upstream,
-            rec.sni.as_deref(),
-            local_port,
-            limits.connect_timeout,
-            &self.shared.loop_guard,
-        )
-        .await;
+        let pool = match &route.pool {
+            Some(_) => self.shared.routes.pools.get(&route.label),
+            None => None,
+        };
+        let connected = match pool {
+            Some(pool) => pool
+                .connect(
+                    rec.client.map(|c| c.ip()),
+                    limits.connect_timeout,
+                    &self.shared.loop_guard,
+                )
+                .await
+                .map(|(c, held)| {
+                    rec.server = Some(held.server.clone());
+                    *lease = Some(held);
+                    c
+                }),
+            None => {
+                upstream::connect(
+                    &route.upstream,
+                    rec.sni.as_deref(),
+                    local_port,
+                    limits.connect_timeout,
+                    &self.shared.loop_guard,
+                )
+                .await
+            }
+        };
         let send_proxy = route.send_proxy;
         rec.route = Some(route);
         *series = Some(route_series.clone());

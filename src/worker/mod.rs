@@ -211,6 +211,10 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         drain::Exit::new(shared.clone()),
     ));
     server.add_service(background_service("access log", crate::access_log::Flusher));
+    server.add_service(background_service(
+        "pool health checks",
+        crate::upstream::pool::PoolChecks(shared.routes.pools.clone()),
+    ));
     let reloader = Arc::new(Reloader::new(conf, core, hub, shared.clone()));
     log::info!(
         "snigate {} worker starting: {} listeners, {} static routes, {} clusters to discover, grace period {:?}",

@@ -11,6 +11,8 @@
 //! - [`config`]: the YAML file, `${ENV}` expansion, validation into typed values, errors.
 //! - [`drain`]: when each open connection closes as a process stops.
 //! - [`outcome`]: how a connection ended, and why a ClientHello was refused.
+//! - [`pool`]: server pools as configured, and the rules that pick a server.
+//! - [`probe`]: the `tls` health check's ClientHello, and reading the answer.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, read and written.
 //! - [`cidr`]: address ranges for listeners' `allow` lists.
 
@@ -26,5 +28,7 @@ pub mod discovery;
 pub mod drain;
 pub mod names;
 pub mod outcome;
+pub mod pool;
+pub mod probe;
 pub mod proxy_protocol;
 pub mod routes;

@@ -35,6 +35,8 @@ pub struct Route {
     pub last_seen: Option<u64>,
     /// The PROXY protocol header the upstream gets before the ClientHello, if any.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// A pool of servers; `upstream` then names its first primary, for display.
+    pub pool: Option<Arc<crate::pool::Pool>>,
 }
 
 /// What a route is for: a static route from the config, or one of the names discovery
@@ -78,6 +80,7 @@ impl Route {
             kind: RouteKind::Static,
             last_seen: None,
             send_proxy: None,
+            pool: None,
         }
     }
 
@@ -162,13 +165,14 @@ impl RouteTable {
         self.len() == 0
     }
 
-    /// True when both tables hold the same routes (patterns, upstreams and origins).
+    /// True when both tables hold the same routes (patterns, upstreams, pools and origins).
     pub fn same_routes(&self, other: &RouteTable) -> bool {
         type Key = (
             SniPattern,
             Upstream,
             Arc<str>,
             Option<crate::proxy_protocol::Version>,
+            Option<Arc<crate::pool::Pool>>,
         );
         let key = |t: &RouteTable| -> Vec<Key> {
             t.routes()
@@ -179,6 +183,7 @@ impl RouteTable {
                         r.upstream.clone(),
                         r.origin.clone(),
                         r.send_proxy,
+                        r.pool.clone(),
                     )
                 })
                 .collect()

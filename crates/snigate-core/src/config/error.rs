@@ -106,6 +106,32 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: NameError,
     },
+    /// A pool or a health check that cannot work.
+    #[error("{key}: {source}")]
+    Pool {
+        /// The key path.
+        key: String,
+        /// What is wrong.
+        source: crate::pool::PoolError,
+    },
+    /// A route with both `upstream:` and `servers:`, or neither.
+    #[error("gateway.routes[{index}]: {problem}")]
+    RouteTarget {
+        /// The route's index.
+        index: usize,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// A pool key on a route without `servers:`.
+    #[error("gateway.routes[{index}].{key}: only a route with `servers:` has a pool to {what}; remove it or list the servers")]
+    PoolKeyWithoutServers {
+        /// The route's index.
+        index: usize,
+        /// The key.
+        key: &'static str,
+        /// What the key does.
+        what: &'static str,
+    },
     /// A value that is not one of the allowed words.
     #[error("{key}: {shown} is not one of {expected}")]
     Choice {

@@ -47,6 +47,8 @@ pub struct FileGateway {
     pub reload: ReloadMode,
     /// Where and how access lines are written.
     pub access_log: Option<FileAccessLog>,
+    /// The default active health check of every pool: a mapping, or `none`.
+    pub health_check: Option<serde_yaml::Value>,
 }
 
 /// `access_log:`.
@@ -95,12 +97,57 @@ pub struct FileRoute {
     /// The name or `*.suffix` to match.
     pub sni: String,
     /// `host:port`, where host may be `{sni}` and port `{port}`.
-    pub upstream: String,
+    pub upstream: Option<String>,
+    /// A pool of servers, instead of one `upstream`.
+    pub servers: Option<Vec<FileServer>>,
+    /// How the pool spreads connections.
+    pub balance: Option<String>,
+    /// Other servers tried after a failed connect.
+    pub retries: Option<u32>,
+    /// The pool's active health check: a mapping, or `none`.
+    pub health_check: Option<serde_yaml::Value>,
     /// Fixed addresses to connect to instead of resolving the upstream host.
     #[serde(default)]
     pub addresses: Vec<String>,
     /// `v1` or `v2`: send the upstream a PROXY protocol header first.
     pub send_proxy: Option<String>,
+}
+
+/// One entry of a route's `servers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// `IP:PORT` or `name:port`.
+    pub address: String,
+    /// Relative share of connections (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Most connections open to it at once from this route.
+    pub max_connections: Option<u32>,
+    /// Used only when every primary server is down.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// A `health_check:` mapping.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    /// `tcp` (default) or `tls`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Milliseconds between checks (default 2000).
+    pub interval_ms: Option<u64>,
+    /// Milliseconds one check may take (default 1000).
+    pub timeout_ms: Option<u64>,
+    /// Passed checks that bring a server up (default 2).
+    pub rise: Option<u32>,
+    /// Failed checks that take a server down (default 3).
+    pub fall: Option<u32>,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// `admin:`.

@@ -220,3 +220,135 @@ fn server_values_from_the_environment_keep_their_type() {
         Some(&Value::from("/run/snigate.pid"))
     );
 }
+
+const POOL: &str = r#"
+gateway:
+  listeners:
+    - name: https
+      address: 127.0.0.1:443
+  health_check: { type: tcp, interval_ms: 1000, timeout_ms: 500 }
+  routes:
+    - sni: "*.kube.example.test"
+      servers:
+        - address: 127.0.8.1:443
+        - address: kube-2.example.test:443
+          weight: 2
+          max_connections: 128
+        - address: 127.0.8.9:443
+          backup: true
+      balance: least_connections
+      retries: 1
+      health_check: { type: tls, rise: 3 }
+    - sni: one.example.test
+      servers:
+        - address: 127.0.8.1:443
+      health_check: none
+"#;
+
+#[test]
+fn pools_load_with_their_defaults() {
+    use crate::pool::{Balance, CheckKind};
+    let c = load(POOL).unwrap();
+    let kube = c.gateway.routes.lookup("a.kube.example.test").unwrap();
+    let pool = kube.pool.as_ref().unwrap();
+    assert_eq!(pool.servers.len(), 3);
+    assert_eq!(pool.servers[1].host, "kube-2.example.test");
+    assert_eq!(
+        (pool.servers[1].weight, pool.servers[1].max_connections),
+        (2, Some(128))
+    );
+    assert!(pool.servers[2].backup && !pool.servers[0].backup);
+    assert_eq!(pool.balance, Balance::LeastConnections);
+    assert_eq!(pool.retries, 1);
+    let hc = pool.health_check.unwrap();
+    assert_eq!(hc.kind, CheckKind::Tls, "the route's type");
+    assert_eq!(hc.rise, 3, "the route's rise");
+    assert_eq!(
+        hc.interval,
+        Duration::from_millis(1000),
+        "the gateway's interval"
+    );
+    assert_eq!(hc.fall, 3, "HAProxy's fall");
+    assert_eq!(
+        kube.upstream.to_string(),
+        "127.0.8.1:443",
+        "the first primary"
+    );
+    let one = c.gateway.routes.lookup("one.example.test").unwrap();
+    let one = one.pool.as_ref().unwrap();
+    assert_eq!(one.health_check, None);
+    assert_eq!((one.balance, one.retries), (Balance::RoundRobin, 2));
+}
+
+#[test]
+fn bad_pools_name_the_key_and_the_fix() {
+    let cases = [
+        (
+            POOL.replace(
+                "      servers:\n        - address: 127.0.8.1:443\n      health_check: none",
+                "      servers: []",
+            ),
+            "gateway.routes[1].servers: the list is empty",
+        ),
+        (
+            POOL.replace("kube-2.example.test:443", "127.0.8.1:443"),
+            "gateway.routes[0].servers: server 127.0.8.1:443 is listed twice",
+        ),
+        (
+            POOL.replace(
+                "      servers:\n        - address: 127.0.8.1:443\n      health_check: none",
+                "      servers:\n        - address: 127.0.8.1:443\n          weight: 0\n        - address: 127.0.8.2:443\n          weight: 0",
+            ),
+            "every server has weight 0",
+        ),
+        (
+            POOL.replace(
+                "      servers:\n        - address: 127.0.8.1:443\n      health_check: none",
+                "      upstream: one.example.test:443\n      servers:\n        - address: 127.0.8.1:443",
+            ),
+            "gateway.routes[1]: has both `upstream:` and `servers:`",
+        ),
+        (
+            POOL.replace("{ type: tls, rise: 3 }", "{ interval_ms: 50, timeout_ms: 10 }"),
+            "gateway.routes[0].health_check: interval_ms 50 is under the minimum of 100",
+        ),
+        (
+            POOL.replace("{ type: tls, rise: 3 }", "{ interval_ms: 500, timeout_ms: 800 }"),
+            "timeout_ms 800 is longer than interval_ms 500",
+        ),
+        (
+            POOL.replace(
+                "      servers:\n        - address: 127.0.8.1:443\n      health_check: none",
+                "      servers:\n        - address: 127.0.8.1:443\n          backup: true",
+            ),
+            "gateway.routes[1].servers: every server is `backup: true`",
+        ),
+        (
+            POOL.replace("balance: least_connections", "balance: leastconn"),
+            "gateway.routes[0].balance: `leastconn` is not one of `round_robin`, `least_connections` or `source_hash`",
+        ),
+        (
+            POOL.replace("{ type: tls, rise: 3 }", "{ type: http }"),
+            "gateway.routes[0].health_check.type: `http` is not one of `tcp` or `tls`",
+        ),
+        (
+            POOL.replace("{ type: tls, rise: 3 }", "{ typ: tls }"),
+            "gateway.routes[0].health_check: unknown field `typ`",
+        ),
+        (
+            POOL.replace("address: 127.0.8.9:443", "address: \"{sni}:443\""),
+            "gateway.routes[0].servers[2].address",
+        ),
+        (
+            GOOD.replace(
+                "      upstream: pl.example.test:9092\n",
+                "      upstream: pl.example.test:9092\n      balance: source_hash\n",
+            ),
+            "gateway.routes[2].balance: only a route with `servers:` has a pool",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = err(&text);
+        assert!(e.contains(want), "want {want:?} in: {e}");
+    }
+}

@@ -4,16 +4,19 @@
 use super::env::{expand_with, Expanded};
 use super::error::{ConfigError, Shown};
 use super::file::{FileAccessLog, FileCluster, FileGateway, FileListener, ReloadMode};
+use super::file::{FileHealthCheck, FileRoute};
 use super::{
     AccessLogConfig, ClusterConfig, GatewayConfig, Limits, ListenerConfig, LogFormat, Secret,
 };
 use crate::cidr::Cidr;
 use crate::names::{self, NameError, UpstreamHost};
+use crate::pool::{self, Balance, CheckKind, HealthCheck};
 use crate::proxy_protocol::Version;
 use crate::routes::{Route, RouteTable};
 use serde_yaml::{Mapping, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -351,6 +354,10 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
 
 /// The static routes. A pattern that appears twice is refused once, by the table itself.
 fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
+    let default_check = match &g.health_check {
+        Some(v) => health_check("gateway.health_check", v, None)?,
+        None => Some(HealthCheck::default()),
+    };
     let mut table = RouteTable::default();
     let mut shown: Vec<(crate::names::SniPattern, Shown)> = Vec::with_capacity(g.routes.len());
     for (index, r) in g.routes.iter().enumerate() {
@@ -365,13 +372,7 @@ fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
             shown: Shown::new(&sni.value, &sni.from_env),
             source,
         })?;
-        let mut upstream = parse(
-            &key("upstream"),
-            "upstream",
-            &r.upstream,
-            lookup,
-            names::parse_upstream,
-        )?;
+        let (mut upstream, pool) = target(index, r, lookup, default_check)?;
         for (i, a) in r.addresses.iter().enumerate() {
             let k = format!("gateway.routes[{index}].addresses[{i}]");
             upstream
@@ -380,6 +381,7 @@ fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
         }
         shown.push((pattern.clone(), Shown::new(&sni.value, &sni.from_env)));
         let mut route = Route::new(pattern, upstream);
+        route.pool = pool.map(Arc::new);
         route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
         if let Err(dup) = table.insert(route) {
             let first = shown.iter().position(|(p, _)| *p == dup.0).unwrap_or(0);
@@ -472,4 +474,157 @@ fn cluster(
         )?),
         librdkafka,
     })
+}
+
+/// A route's target: one `upstream`, or a pool of `servers` (whose `upstream` is its first
+/// server, for the places that show one).
+fn target(
+    index: usize,
+    r: &FileRoute,
+    lookup: Lookup,
+    default_check: Option<HealthCheck>,
+) -> Result<(names::Upstream, Option<pool::Pool>), ConfigError> {
+    let key = |field: &str| format!("gateway.routes[{index}].{field}");
+    let servers = match (&r.upstream, &r.servers) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::RouteTarget {
+                index,
+                problem: "has both `upstream:` and `servers:`; keep `upstream:` for one server or `servers:` for a pool",
+            })
+        }
+        (None, None) => {
+            return Err(ConfigError::RouteTarget {
+                index,
+                problem: "has neither `upstream:` nor `servers:`; add `upstream: host:port`, or a `servers:` list",
+            })
+        }
+        (Some(up), None) => {
+            for (field, set, what) in [
+                ("balance", r.balance.is_some(), "balance"),
+                ("retries", r.retries.is_some(), "retry"),
+                ("health_check", r.health_check.is_some(), "check"),
+            ] {
+                if set {
+                    return Err(ConfigError::PoolKeyWithoutServers {
+                        index,
+                        key: field,
+                        what,
+                    });
+                }
+            }
+            let upstream = parse(&key("upstream"), "upstream", up, lookup, names::parse_upstream)?;
+            return Ok((upstream, None));
+        }
+        (None, Some(servers)) => servers,
+    };
+    let mut list = Vec::with_capacity(servers.len());
+    for (i, s) in servers.iter().enumerate() {
+        let k = format!("gateway.routes[{index}].servers[{i}].address");
+        let up = parse(
+            &k,
+            "server address",
+            &s.address,
+            lookup,
+            names::parse_upstream,
+        )?;
+        let (names::UpstreamHost::Fixed(host), names::UpstreamPort::Fixed(port)) =
+            (&up.host, up.port)
+        else {
+            return Err(ConfigError::Choice {
+                key: k,
+                shown: Shown::Text(s.address.clone()),
+                expected: "`host:port` or `IP:port` (a pool server cannot use `{sni}` or `{port}`)",
+            });
+        };
+        list.push(pool::Server {
+            host: host.clone(),
+            port,
+            weight: s.weight,
+            max_connections: s.max_connections,
+            backup: s.backup,
+        });
+    }
+    let balance = match &r.balance {
+        Some(b) => choice(
+            &key("balance"),
+            b,
+            lookup,
+            &[
+                ("round_robin", Balance::RoundRobin),
+                ("least_connections", Balance::LeastConnections),
+                ("source_hash", Balance::SourceHash),
+            ],
+            "`round_robin`, `least_connections` or `source_hash`",
+        )?,
+        None => Balance::default(),
+    };
+    let health_check = match &r.health_check {
+        Some(v) => health_check(&key("health_check"), v, default_check)?,
+        None => default_check,
+    };
+    let p = pool::Pool {
+        servers: list,
+        balance,
+        retries: r.retries.unwrap_or(2),
+        health_check,
+    };
+    p.check().map_err(|source| ConfigError::Pool {
+        key: key("servers"),
+        source,
+    })?;
+    let first = p
+        .servers
+        .iter()
+        .find(|s| !s.backup)
+        .unwrap_or(&p.servers[0]);
+    Ok((
+        names::Upstream::fixed(first.host.clone(), first.port),
+        Some(p),
+    ))
+}
+
+/// A `health_check:` value: `none`, or a mapping whose keys override `base` (the gateway's
+/// default, or HAProxy's).
+fn health_check(
+    key: &str,
+    v: &Value,
+    base: Option<HealthCheck>,
+) -> Result<Option<HealthCheck>, ConfigError> {
+    if let Value::String(word) = v {
+        if word.trim() == "none" {
+            return Ok(None);
+        }
+    }
+    let f: FileHealthCheck = serde_yaml::from_value(v.clone()).map_err(|e| {
+        ConfigError::Yaml(format!(
+            "{key}: {e}; write `none`, or a mapping of type, interval_ms, timeout_ms, rise and fall"
+        ))
+    })?;
+    let base = base.unwrap_or_default();
+    let kind = match &f.kind {
+        Some(t) => match t.trim() {
+            "tcp" => CheckKind::Tcp,
+            "tls" => CheckKind::Tls,
+            _ => {
+                return Err(ConfigError::Choice {
+                    key: format!("{key}.type"),
+                    shown: Shown::Text(t.clone()),
+                    expected: "`tcp` or `tls`",
+                })
+            }
+        },
+        None => base.kind,
+    };
+    let hc = HealthCheck {
+        kind,
+        interval: f.interval_ms.map_or(base.interval, Duration::from_millis),
+        timeout: f.timeout_ms.map_or(base.timeout, Duration::from_millis),
+        rise: f.rise.unwrap_or(base.rise),
+        fall: f.fall.unwrap_or(base.fall),
+    };
+    hc.check().map_err(|source| ConfigError::Pool {
+        key: key.to_owned(),
+        source,
+    })?;
+    Ok(Some(hc))
 }

@@ -1,5 +1,11 @@
 //! Connecting to a route's upstream: resolve (or take the pinned addresses), then try each
 //! address in turn under the connect timeout.
+//!
+//! - [`pool`]: routes with `servers:`, their selection, failover and limits.
+//! - [`health`]: the active and passive checks of pool servers.
+
+pub mod health;
+pub mod pool;
 
 use snigate_core::names::{ip_literal, Upstream};
 use snigate_core::outcome::Outcome;
@@ -33,6 +39,12 @@ pub enum ConnectError {
         /// The address that is ours.
         addr: SocketAddr,
     },
+    /// Every server of a pool that is up is at its `max_connections`.
+    #[error("every server of the pool ({servers}) is at its max_connections; raise max_connections or add servers")]
+    PoolFull {
+        /// How many servers the pool has.
+        servers: usize,
+    },
     /// Every address refused or timed out.
     #[error("cannot connect to {target}: {reason}")]
     Connect {
@@ -50,6 +62,7 @@ impl ConnectError {
             ConnectError::NoHost | ConnectError::Resolve { .. } => Outcome::ResolveFailed,
             ConnectError::Connect { .. } => Outcome::ConnectFailed,
             ConnectError::Loop { .. } => Outcome::Loop,
+            ConnectError::PoolFull { .. } => Outcome::OverLimit,
         }
     }
 }
