@@ -21,6 +21,7 @@ mod front;
 mod https;
 mod mock;
 mod pki;
+mod pool;
 mod wire;
 
 use clap::{Args, Parser, Subcommand};
@@ -98,6 +99,49 @@ enum Command {
         rate: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Write a CA and one certificate per pool server id (see `pool`).
+    PoolCerts {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The pool's name, which every certificate is valid for.
+        #[arg(long)]
+        name: String,
+        /// Server ids, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+    },
+    /// Serve as one pool server (see `pool`).
+    PoolServer {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Accept TCP and never answer.
+        #[arg(long)]
+        mute: bool,
+    },
+    /// Open connections through a pool and count which server served each (see `pool`).
+    PoolClient {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Source address.
+        #[arg(long)]
+        bind: Option<IpAddr>,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Connections started per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Milliseconds each connection stays open after its echo.
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
     },
     /// Consume with a consumer group and check exactly the expected keys arrived.
     Consume {
@@ -202,6 +246,33 @@ fn main() {
                 rate,
                 seconds,
             } => churn::churn(&target, &name, &ca, rate, seconds).await,
+            Command::PoolCerts { dir, name, ids } => pool::certs(&dir, &name, &ids),
+            Command::PoolServer {
+                dir,
+                id,
+                listen,
+                mute,
+            } => pool::server(&dir, &id, listen, mute).await,
+            Command::PoolClient {
+                target,
+                name,
+                dir,
+                bind,
+                count,
+                rate,
+                hold_ms,
+            } => {
+                pool::client(pool::ClientRun {
+                    target,
+                    name,
+                    dir,
+                    bind,
+                    count,
+                    rate,
+                    hold: Duration::from_millis(hold_ms),
+                })
+                .await
+            }
             Command::Consume {
                 bootstrap,
                 ca,
