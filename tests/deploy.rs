@@ -813,3 +813,53 @@ exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all --ambien
     let (ok, out) = lab.wait_exit(lab.procs.len() - 1, &log, PATIENCE);
     assert!(ok, "{out}");
 }
+
+/// The alert rules pass `promtool check rules`, their unit tests (each alert fires on a
+/// series that should fire it and stays silent on one that should not) pass `promtool test
+/// rules`, and every metric they read is one snigate exports.
+#[test]
+fn alert_rules_pass_promtool_and_read_only_exported_metrics() {
+    let Some(promtool) = tool("promtool", "alert_rules_pass_promtool_and_read_only_exported_metrics")
+    else {
+        return;
+    };
+    let dir = repo().join("deploy/monitoring");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts_test.yaml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let exported = std::fs::read_to_string(repo().join("src/metrics.rs")).unwrap();
+    let rules: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts.yaml")).unwrap()).unwrap();
+    let mut read = 0;
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let expr = rule["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("snigate_"))
+            {
+                read += 1;
+                assert!(
+                    exported.contains(&format!("\"{name}\"")),
+                    "{} reads {name}, which snigate does not export",
+                    rule["alert"].as_str().unwrap_or("a rule")
+                );
+            }
+        }
+    }
+    assert!(read > 0, "the rules read no snigate metric");
+}
