@@ -86,11 +86,9 @@ impl AdminApp {
     }
 
     /// The live state of a pool route's servers.
-    fn servers(
-        &self,
-        route: &snigate_core::routes::Route,
-    ) -> Option<Vec<crate::upstream::pool::ServerView>> {
-        self.hub.store().pools.get(&route.label).map(|p| p.view())
+    fn servers(&self, route: &snigate_core::routes::Route) -> render::LivePool {
+        let pool = self.hub.store().pools.get(&route.label)?;
+        Some((pool.spec.clone(), pool.view()))
     }
 
     fn answer(

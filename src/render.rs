@@ -6,9 +6,11 @@ use crate::upstream::pool::ServerView;
 use serde::{Deserialize, Serialize};
 use snigate_core::config::ListenerConfig;
 use snigate_core::names::SniPattern;
+use snigate_core::pool::Pool;
 use snigate_core::routes::{Route, RouteTable};
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The `snigate routes` table: SNI, upstream and origin, then each listener's fallback.
 pub fn table(table: &RouteTable, listeners: &[ListenerConfig]) -> String {
@@ -178,18 +180,22 @@ fn send_proxy_word(v: snigate_core::proxy_protocol::Version) -> String {
     }
 }
 
+/// A route's running pool: its settings and its servers' live state.
+pub type LivePool = Option<(Arc<Pool>, Vec<ServerView>)>;
+
 /// Every route for `/routes?format=json`, a pool's servers with what `servers` says of
-/// them (from the live pools; `None` for a route whose pool is not running).
-pub fn routes_json(
-    table: &RouteTable,
-    servers: &dyn Fn(&Route) -> Option<Vec<ServerView>>,
-) -> Vec<RouteJson> {
+/// them (from the live pools, which include each discovered broker's pool of one; `None`
+/// for a route whose pool is not running).
+pub fn routes_json(table: &RouteTable, servers: &dyn Fn(&Route) -> LivePool) -> Vec<RouteJson> {
     table
         .routes()
         .into_iter()
         .map(|r| {
-            let pool = r.pool.as_deref();
-            let views = pool.map(|_| servers(r));
+            let live = servers(r);
+            let (pool, views) = match &live {
+                Some((p, v)) => (Some(&**p), Some(v)),
+                None => (r.pool.as_deref(), None),
+            };
             RouteJson {
                 sni: r.label.to_string(),
                 upstream: r.upstream.to_string(),
@@ -212,7 +218,7 @@ pub fn routes_json(
                         .map_or("none", |h| h.kind.as_str())
                         .to_owned()
                 }),
-                servers: match (pool, views.flatten()) {
+                servers: match (pool, views) {
                     (Some(_), Some(views)) => views.iter().map(server_json).collect(),
                     (Some(p), None) => p
                         .servers
@@ -290,10 +296,7 @@ pub fn admin(table: &RouteTable) -> String {
 }
 
 /// [`admin`], with the live state of each pool's servers.
-pub fn admin_with(
-    table: &RouteTable,
-    servers: &dyn Fn(&Route) -> Option<Vec<ServerView>>,
-) -> String {
+pub fn admin_with(table: &RouteTable, servers: &dyn Fn(&Route) -> LivePool) -> String {
     let json = routes_json(table, servers);
     let mut out = String::new();
     for (r, j) in table.routes().into_iter().zip(&json) {

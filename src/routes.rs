@@ -17,9 +17,19 @@ pub struct RouteStore {
 }
 
 impl RouteStore {
-    /// Starts with `table`.
+    /// Starts with `table`; discovered brokers are not checked.
     pub fn new(table: RouteTable) -> Self {
+        RouteStore::with_broker_check(table, None)
+    }
+
+    /// Starts with `table`; each discovered broker gets `check` (see
+    /// [`Pools::check_brokers`]).
+    pub fn with_broker_check(
+        table: RouteTable,
+        check: Option<snigate_core::pool::HealthCheck>,
+    ) -> Self {
         let pools = Arc::new(Pools::default());
+        pools.check_brokers(check);
         pools.reconcile(&table);
         RouteStore {
             current: ArcSwap::from_pointee(table),

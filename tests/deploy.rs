@@ -819,8 +819,10 @@ exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all --ambien
 /// rules`, and every metric they read is one snigate exports.
 #[test]
 fn alert_rules_pass_promtool_and_read_only_exported_metrics() {
-    let Some(promtool) = tool("promtool", "alert_rules_pass_promtool_and_read_only_exported_metrics")
-    else {
+    let Some(promtool) = tool(
+        "promtool",
+        "alert_rules_pass_promtool_and_read_only_exported_metrics",
+    ) else {
         return;
     };
     let dir = repo().join("deploy/monitoring");

@@ -549,3 +549,204 @@ fn backups_take_over_only_when_every_primary_is_down_and_full_pools_refuse() {
         "{log}"
     );
 }
+
+#[test]
+fn a_reload_changes_the_pool_and_servers_that_stay_keep_their_state_and_connections() {
+    let Some(mut p) = PoolLab::new("pool-reload") else {
+        return;
+    };
+    for id in ["s1", "s2", "s3"] {
+        p.start(id, false);
+    }
+    let check = "      health_check: { interval_ms: 300, timeout_ms: 200, rise: 2, fall: 2 }\n";
+    p.gateway(&route(
+        &format!("{}{}", server("s1", ""), server("s2", "")),
+        check,
+    ));
+    p.stop("s2");
+    p.wait_state(ROUTE, "s2", "down");
+    // Two connections held on s1 across the reload.
+    let dir = p.certs.display().to_string();
+    let target = format!("{GATEWAY_IP}:443");
+    let (idx, log) = p.lab.client(
+        "held",
+        &[
+            "pool-client",
+            "--target",
+            &target,
+            "--name",
+            NAME,
+            "--dir",
+            &dir,
+            "--count",
+            "2",
+            "--rate",
+            "20",
+            "--hold-ms",
+            "3000",
+        ],
+    );
+    let open = |p: &PoolLab, id: &str| {
+        p.servers_json()[&format!("{ROUTE} {}", server_addr(id))]["open_connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let start = Instant::now();
+    while open(&p, "s1") < 2 {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the held connections never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Add s3 and give s1 more weight; s2 stays, still down.
+    let servers = format!(
+        "{}{}{}",
+        server("s1", "          weight: 3\n"),
+        server("s2", ""),
+        server("s3", "")
+    );
+    let yaml = format!(
+        "gateway:
+  listeners:
+    - name: https
+      address: {GATEWAY_IP}:443
+  admin:
+    address: 127.0.0.1:9080
+  connect_timeout_ms: 1000
+  routes:
+{}",
+        route(&servers, check)
+    );
+    write_config(&p.lab.scratch.dir, &yaml);
+    let pid = p.lab.procs[p.gateway.unwrap()].child.id();
+    kill("HUP", pid);
+    let start = Instant::now();
+    while !p
+        .servers_json()
+        .contains_key(&format!("{ROUTE} {}", server_addr("s3")))
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the reload never added s3:\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let servers = p.servers_json();
+    let s1 = &servers[&format!("{ROUTE} {}", server_addr("s1"))];
+    assert_eq!(s1["weight"], 3, "{s1}");
+    assert_eq!(
+        s1["open_connections"], 2,
+        "s1 keeps its connection count: {s1}"
+    );
+    let s2 = &servers[&format!("{ROUTE} {}", server_addr("s2"))];
+    assert_eq!(
+        s2["state"], "down",
+        "s2 keeps its health across the reload: {s2}"
+    );
+    // The held connections were not touched.
+    let (ok, out) = p.lab.wait_exit(idx, &log, PATIENCE);
+    assert!(ok, "{out}");
+    let (served, failed, out) = parse_clients(&out);
+    assert_eq!((failed, served.get("s1")), (0, Some(&2)), "{out}");
+    // New connections spread 3:1 over s1 and s3; s2 gets none.
+    let (served, failed, out) = p.clients(None, &["--count", "40", "--rate", "50"]);
+    assert_eq!(failed, 0, "{out}");
+    assert_eq!(served.get("s2"), None, "{served:?}");
+    let s1 = served.get("s1").copied().unwrap_or(0);
+    assert!(
+        (26..=34).contains(&s1),
+        "weight 3 against 1 should give s1 about 30: {served:?}"
+    );
+}
+
+/// The state `/routes?format=json` gives the one server of a broker route.
+fn broker_state(lab: &Lab, name: &str) -> Option<String> {
+    let (_, body) = lab.admin("/routes?format=json");
+    let routes: Vec<serde_json::Value> = serde_json::from_str(&body).ok()?;
+    let r = routes.iter().find(|r| r["sni"] == name)?;
+    Some(r["servers"][0]["state"].as_str()?.to_owned())
+}
+
+#[test]
+fn discovered_brokers_are_checked_so_an_unreachable_one_is_seen_before_clients_are() {
+    if !root_or_skip("discovered_brokers_are_checked") {
+        return;
+    }
+    let mut lab = Lab::with_gateway_ns("pool-brokers");
+    lab.start_cloud();
+    let conf = lab.gateway_conf(
+        "sim-secret",
+        "",
+        "  health_check: { interval_ms: 300, timeout_ms: 200, rise: 1, fall: 2 }\n",
+    );
+    lab.start_gateway(&conf);
+    let b1 = broker(1);
+    let wait = |lab: &Lab, state: &str| {
+        let start = Instant::now();
+        while broker_state(lab, &b1).as_deref() != Some(state) {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{b1} never became {state}: {}",
+                lab.admin("/routes").1
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait(&lab, "up");
+    // Take broker 1's address away from the cloud's side of the link: it stays advertised,
+    // and no client has tried it.
+    let ip = lab.cloud_ips.brokers[1];
+    let (_, addrs) = lab.run(&lab.cg, 10, &["ip", "-o", "addr", "show"]);
+    let dev = addrs
+        .lines()
+        .find(|l| l.contains(&format!("{ip}/32")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the broker's address")
+        .to_owned();
+    let cg = lab.cg.clone();
+    let change = |verb: &str| {
+        let (ok, out) = lab.run(
+            &cg,
+            10,
+            &["ip", "addr", verb, &format!("{ip}/32"), "dev", &dev],
+        );
+        assert!(ok, "{out}");
+    };
+    change("del");
+    wait(&lab, "down");
+    let metrics = lab.admin("/metrics").1;
+    let ok = metric_value(&metrics, "snigate_connections_total", &[("route", &b1)]);
+    assert_eq!(
+        ok,
+        0.0,
+        "no client connection went to {b1}: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains(&b1) && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The gauge follows within a tick of the scheduler.
+    let start = Instant::now();
+    while metric_value(
+        &lab.admin("/metrics").1,
+        "snigate_upstream_up",
+        &[("route", &b1)],
+    ) != 0.0
+    {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "snigate_upstream_up never fell to 0"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        broker_state(&lab, &broker(0)).as_deref(),
+        Some("up"),
+        "the other brokers stay up"
+    );
+    change("add");
+    wait(&lab, "up");
+}

@@ -16,6 +16,7 @@ use prometheus::{Histogram, IntCounter, IntGauge};
 use snigate_core::config::{Limits, ListenerConfig};
 use snigate_core::outcome::Outcome;
 use snigate_core::proxy_protocol;
+use snigate_core::routes::RouteKind;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -301,9 +302,11 @@ impl Handler {
             return None;
         };
         let route_series = self.metrics.connections.route(&route.label);
-        let pool = match &route.pool {
-            Some(_) => self.shared.routes.pools.get(&route.label),
-            None => None,
+        // Pools, and discovered brokers (each a pool of one, for its health check).
+        let pool = if route.pool.is_some() || route.kind == RouteKind::Broker {
+            self.shared.routes.pools.get(&route.label)
+        } else {
+            None
         };
         let connected = match pool {
             Some(pool) => pool

@@ -19,9 +19,10 @@ use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::{Consistent, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use prometheus::IntGauge;
-use snigate_core::names::{ip_literal, SniPattern, Upstream};
+use snigate_core::names::{ip_literal, SniPattern, Upstream, UpstreamPort};
+use snigate_core::pool::HealthCheck;
 use snigate_core::pool::{self, Balance, Candidate, Pool, Tier};
-use snigate_core::routes::{Route, RouteTable};
+use snigate_core::routes::{Route, RouteKind, RouteTable};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -381,6 +382,8 @@ type OpenCounts = HashMap<(Arc<str>, String), Arc<AtomicUsize>>;
 #[derive(Default)]
 pub struct Pools {
     live: arc_swap::ArcSwap<HashMap<Arc<str>, Arc<PoolRt>>>,
+    /// The check each discovered broker gets (`gateway.health_check`).
+    broker_check: Mutex<Option<HealthCheck>>,
     checkers: Mutex<HashMap<CheckKey, Arc<Checker>>>,
     /// Open counts by route and server, kept across rebuilds of a pool.
     open: Mutex<OpenCounts>,
@@ -405,6 +408,38 @@ impl Pools {
         self.live.load_full()
     }
 
+    /// Sets the check of discovered brokers: each broker route becomes a pool of its one
+    /// broker, checked so, so that the gateway sees a broker it cannot reach before its
+    /// clients do. A broker is never balanced across brokers.
+    pub fn check_brokers(&self, check: Option<HealthCheck>) {
+        *self.broker_check.lock().unwrap_or_else(|p| p.into_inner()) = check;
+    }
+
+    /// The pool a discovered broker route gets: its one broker, with the brokers' check.
+    fn broker_pool(&self, route: &Route) -> Option<Arc<Pool>> {
+        if route.kind != RouteKind::Broker {
+            return None;
+        }
+        let check = (*self.broker_check.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let (Some(host), UpstreamPort::Fixed(port)) =
+            (route.upstream.host_for(None), route.upstream.port)
+        else {
+            return None;
+        };
+        Some(Arc::new(Pool {
+            servers: vec![pool::Server {
+                host: host.to_owned(),
+                port,
+                weight: 1,
+                max_connections: None,
+                backup: false,
+            }],
+            balance: Balance::RoundRobin,
+            retries: 0,
+            health_check: Some(check),
+        }))
+    }
+
     /// Builds the pools of `table`'s routes. A pool whose route and settings are
     /// unchanged is kept as it is; a changed one is rebuilt, and its servers that stay
     /// keep their health (through the shared checks) and their open counts.
@@ -412,7 +447,10 @@ impl Pools {
         let old = self.live.load_full();
         let mut next: HashMap<Arc<str>, Arc<PoolRt>> = HashMap::new();
         for route in table.routes() {
-            let Some(spec) = &route.pool else { continue };
+            let broker = self.broker_pool(route);
+            let Some(spec) = route.pool.as_ref().or(broker.as_ref()) else {
+                continue;
+            };
             match old.get(&route.label) {
                 Some(p) if p.spec == *spec => {
                     next.insert(route.label.clone(), p.clone());

@@ -51,7 +51,10 @@ pub struct Start {
 fn hub(gateway: &GatewayConfig) -> Arc<Hub> {
     let names: Vec<String> = gateway.clusters.iter().map(|c| c.name.clone()).collect();
     let listeners = gateway.listeners.iter().map(|l| l.name.clone()).collect();
-    let store = Arc::new(RouteStore::new(gateway.routes.clone()));
+    let store = Arc::new(RouteStore::with_broker_check(
+        gateway.routes.clone(),
+        gateway.health_check,
+    ));
     let hub = Hub::new(
         Clusters::new(gateway.routes.clone(), names),
         store,

@@ -57,6 +57,9 @@ pub struct GatewayConfig {
     pub reload: ReloadMode,
     /// Where and how access lines are written.
     pub access_log: AccessLogConfig,
+    /// The active health check of every pool that sets none, and of discovered brokers;
+    /// `None` for `health_check: none`.
+    pub health_check: Option<crate::pool::HealthCheck>,
 }
 
 /// Access-log settings.

@@ -205,7 +205,11 @@ pub(super) fn gateway(
         }
         None => None,
     };
-    let routes = routes(&g, lookup)?;
+    let health_check = match &g.health_check {
+        Some(v) => health_check("gateway.health_check", v, None)?,
+        None => Some(HealthCheck::default()),
+    };
+    let routes = routes(&g, lookup, health_check)?;
     let ms = |key: &str, v: u64| {
         in_range(
             format!("gateway.{key}"),
@@ -261,6 +265,7 @@ pub(super) fn gateway(
         state_file,
         reload: g.reload,
         access_log,
+        health_check,
     })
 }
 
@@ -353,11 +358,11 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
 }
 
 /// The static routes. A pattern that appears twice is refused once, by the table itself.
-fn routes(g: &FileGateway, lookup: Lookup) -> Result<RouteTable, ConfigError> {
-    let default_check = match &g.health_check {
-        Some(v) => health_check("gateway.health_check", v, None)?,
-        None => Some(HealthCheck::default()),
-    };
+fn routes(
+    g: &FileGateway,
+    lookup: Lookup,
+    default_check: Option<HealthCheck>,
+) -> Result<RouteTable, ConfigError> {
     let mut table = RouteTable::default();
     let mut shown: Vec<(crate::names::SniPattern, Shown)> = Vec::with_capacity(g.routes.len());
     for (index, r) in g.routes.iter().enumerate() {
