@@ -14,7 +14,11 @@
 # callgrind), a perf profile of snigate, and the route lookup. The report ends with the
 # targets, each a median of the ratios taken within each run.
 #
-#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR]
+#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR] [--pools]
+#
+# --pools measures what server pools cost instead: snigate's connection rate and p99
+# with every route a pool of three servers against every route one upstream, alternated
+# within each run; and the worker's idle CPU while it health-checks 1,000 servers every 2 s.
 #
 # --quick is the CI smoke: a second or two per workload and small connection counts; its
 # numbers mean nothing. Without it, every workload runs --runs times (default 3) and the
@@ -29,12 +33,14 @@ quick=false
 runs=3
 results_dir="$root/load-tests/results"
 inside=false
+pools=false
 while (($#)); do
   case "$1" in
     --quick) quick=true ;;
     --runs) runs=$2; shift ;;
     --results) results_dir=$2; shift ;;
     --inside) inside=true ;;
+    --pools) pools=true ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -69,6 +75,7 @@ if ! $inside; then
     net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535
   args=(--runs "$runs" --results "$results_dir")
   $quick && args+=(--quick)
+  $pools && args+=(--pools)
   ip netns exec "$ns" bash "$0" --inside "${args[@]}"
   exit $?
 fi
@@ -207,6 +214,126 @@ best_peer_rate() {
       s[$1] += $3; n[$1]++ }
     END { m = 0; for (g in s) if (s[g] / n[g] > m) m = s[g] / n[g]; printf "%d\n", m }' "$raw"
 }
+# ---- --pools: what server pools cost ------------------------------------------------------
+if $pools; then
+  # Every route a pool of three upstreams (its own and the next two), round robin, with the
+  # default tcp check every 2 s; against the usual config, every route one upstream.
+  write_pool_config() {
+    { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+      echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
+      echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+      echo "  max_connections: $max_conns"; echo "  idle_timeout_secs: 3600"; echo "  routes:"
+      local n=${#names[@]}
+      for i in "${!names[@]}"; do
+        echo "    - sni: ${names[$i]}"; echo "      servers:"
+        for k in 0 1 2; do echo "        - address: ${upstreams[$(( (i + k) % n ))]}"; done
+      done
+    } > "$work/snigate.yaml"
+  }
+  # The 1,000 servers of the idle check test: real listeners (on CPU 1), so that every check
+  # is a full TCP connect. Bound first, while no client socket holds their ports.
+  check_addrs=()
+  for h in $(seq 1 250); do for port in 9201 9202 9203 9204; do check_addrs+=("127.0.30.$h:$port"); done; done
+  taskset -c 1 "$loadgen" upstreams --listen "$(IFS=,; echo "${check_addrs[*]}")" > "$work/checked.log" 2>&1 &
+  pids_started+=($!)
+  wait_port "${check_addrs[-1]}" || { cat "$work/checked.log" >&2; exit 1; }
+  for run in $(seq 1 "$runs"); do
+    order=(single pool); ((run % 2 == 0)) && order=(pool single)
+    for round in $(seq 1 "$rate_rounds"); do
+      for mode in "${order[@]}"; do
+        if [ "$mode" = pool ]; then write_pool_config; else write_configs 1; fi
+        echo "bench: run $run/$runs, connection rate ($round/$rate_rounds): snigate, $mode"
+        start_gateway snigate; pid_args_now
+        taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/hellos" --concurrency 32 \
+          --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --label "$mode" --out "$raw" --run "$run" > /dev/null \
+          || failed "snigate $mode: the rate workload"
+        stop_gateway
+      done
+    done
+  done
+  # Idle CPU while checking 1,000 servers every 2 s (below).
+  { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+    echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
+    echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"; echo "  routes:"
+    for h in $(seq 1 250); do
+      echo "    - sni: pool-$h.bench.test"; echo "      servers:"
+      for port in 9201 9202 9203 9204; do echo "        - address: 127.0.30.$h:$port"; done
+    done
+  } > "$work/snigate.yaml"
+  idle_secs=20; $quick && idle_secs=4
+  checks_done() { curl -s http://127.0.0.2:9080/metrics | awk '/^snigate_health_check_seconds_count/ { s += $NF } END { printf "%d\n", s }'; }
+  cpu_ticks() { local t=0; for p in "$@"; do t=$(( t + $(awk '{ print $14 + $15 }' "/proc/$p/stat") )); done; echo "$t"; }
+  for run in $(seq 1 "$runs"); do
+    echo "bench: run $run/$runs, idle CPU checking 1,000 servers every 2 s"
+    start_gateway snigate
+    sleep 3   # past start-up and the first pass
+    c0=$(checks_done); t0=$(cpu_ticks "${gateway_pids[@]}")
+    sleep "$idle_secs"
+    c1=$(checks_done); t1=$(cpu_ticks "${gateway_pids[@]}")
+    hz=$(getconf CLK_TCK)
+    awk -v t=$((t1 - t0)) -v hz="$hz" -v s="$idle_secs" -v c=$((c1 - c0)) -v r="$run" 'BEGIN {
+        us = t / hz * 1e6
+        printf "checks\tcpu_percent\t%.3f\t%d\n", 100 * us / (s * 1e6), r
+        printf "checks\tchecks_per_s\t%.1f\t%d\n", c / s, r
+        if (c > 0) printf "checks\tcpu_us_per_check\t%.2f\t%d\n", us / c, r
+      }' >> "$raw"
+    stop_gateway
+  done
+  # The middle of the numbers on stdin (the mean of the two middle ones for an even count).
+  mid() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) { print "-"; exit }
+      x = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6g\n", x }'; }
+  median() { awk -F'\t' -v g="$1" -v m="$2" '$1 == g && $2 == m { print $3 }' "$raw" | mid; }
+  # The pool's figure over the single upstream's, as the median of the per-run ratios.
+  ratio() { awk -F'\t' -v m="$1" '$2 == m { s[$1 " " $4] += $3; n[$1 " " $4]++ }
+      END { for (k in s) { split(k, a, " "); o = "single " a[2]
+              if (a[1] == "pool" && n[o]) print (s[k] / n[k]) / (s[o] / n[o]) } }' "$raw" | mid; }
+  # Every per-run ratio, in order, for the spread.
+  ratios() { awk -F'\t' -v m="$1" '$2 == m { s[$1 " " $4] += $3; n[$1 " " $4]++ }
+      END { for (k in s) { split(k, a, " "); o = "single " a[2]
+              if (a[1] == "pool" && n[o]) printf "%.3f\n", (s[k] / n[k]) / (s[o] / n[o]) } }' "$raw" | sort -g | paste -sd' '; }
+  rate_ratio=$(ratio conns_per_s); p99_ratio=$(ratio p99_us); cpu_ratio=$(ratio cpu_us_per_conn)
+  holds=no; awk -v r="$rate_ratio" 'BEGIN { exit !(r != "-" && r >= 0.95) }' && holds=yes
+  mkdir -p "$results_dir"
+  stamp=$(date -u +%Y-%m-%dT%H%MZ)-pools; $quick && stamp="$stamp-quick"
+  file="$results_dir/$stamp.md"
+  {
+    echo "# What server pools cost, $stamp"
+    echo
+    echo "\`bash load-tests/bench.sh --pools$($quick && echo " --quick") --runs $runs\`. snigate, one worker thread on CPU 0; load"
+    echo "generator and upstreams on CPU 1. Connection rate: 32 concurrent clients, real ClientHellos for"
+    echo "the 12 routes, ${secs}s after ${warm}s of warm-up, $rate_rounds round(s) a run, the two configs alternated:"
+    echo "*single*, each route one upstream; *pool*, each route a pool of three (round robin, tcp check"
+    echo "every 2 s). Idle: 250 routes of 4 servers, 1,000 real listeners, the default tcp check every"
+    echo "2 s; the worker's own CPU over ${idle_secs}s, no client connections."
+    echo
+    echo "| config | conns/s | p99 µs | CPU µs/conn |"
+    echo "|---|---|---|---|"
+    for m in single pool; do
+      echo "| $m | $(median "$m" conns_per_s) | $(median "$m" p99_us) | $(median "$m" cpu_us_per_conn) |"
+    done
+    echo "| **pool ÷ single** (median of per-run ratios) | $rate_ratio | $p99_ratio | $cpu_ratio |"
+    echo
+    echo "Per-run ratios of the rate: $(ratios conns_per_s). The closed-loop rate is capped by the load"
+    echo "side and moves by ±10% between rounds; CPU per connection is the steadier measure of cost."
+    echo
+    echo "A pool must cost no more than 5% of the rate (ratio ≥ 0.95): **$holds**."
+    echo
+    echo "| idle, checking 1,000 servers every 2 s | median |"
+    echo "|---|---|"
+    echo "| worker CPU, % of one core | $(median checks cpu_percent) |"
+    echo "| checks per second | $(median checks checks_per_s) |"
+    echo "| CPU µs per check | $(median checks cpu_us_per_check) |"
+    echo
+    echo "## Raw results (config, metric, value, run)"
+    echo
+    echo '```'; cat "$raw"; echo '```'
+  } > "$file"
+  cat "$file"
+  echo "bench: results written to ${file#"$root"/}"
+  ((failures)) && exit 1
+  exit 0
+fi
+
 hello="$work/hellos/${names[0]}.bin"
 for run in $(seq 1 "$runs"); do
   # Rotate the order, so that no gateway always goes first.

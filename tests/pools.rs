@@ -219,7 +219,7 @@ fn server(id: &str, more: &str) -> String {
 }
 
 #[test]
-fn round_robin_follows_the_weights_and_least_connections_evens_out_open_counts() {
+fn netns_round_robin_follows_the_weights_and_least_connections_evens_out_open_counts() {
     let Some(mut p) = PoolLab::new("pool-spread") else {
         return;
     };
@@ -303,7 +303,7 @@ fn round_robin_follows_the_weights_and_least_connections_evens_out_open_counts()
 }
 
 #[test]
-fn source_hash_keeps_a_client_on_its_server_while_that_server_is_up() {
+fn netns_source_hash_keeps_a_client_on_its_server_while_that_server_is_up() {
     let Some(mut p) = PoolLab::new("pool-hash") else {
         return;
     };
@@ -359,7 +359,7 @@ fn source_hash_keeps_a_client_on_its_server_while_that_server_is_up() {
 }
 
 #[test]
-fn a_server_stopped_during_churn_refuses_no_connection_and_rejoins_after_rise_checks() {
+fn netns_a_server_stopped_during_churn_refuses_no_connection_and_rejoins_after_rise_checks() {
     let Some(mut p) = PoolLab::new("pool-failover") else {
         return;
     };
@@ -454,7 +454,7 @@ fn a_server_stopped_during_churn_refuses_no_connection_and_rejoins_after_rise_ch
 }
 
 #[test]
-fn the_tls_check_catches_a_dead_tls_port_that_the_tcp_check_passes() {
+fn netns_the_tls_check_catches_a_dead_tls_port_that_the_tcp_check_passes() {
     let Some(mut p) = PoolLab::new("pool-tls-check") else {
         return;
     };
@@ -482,7 +482,7 @@ fn the_tls_check_catches_a_dead_tls_port_that_the_tcp_check_passes() {
 }
 
 #[test]
-fn backups_take_over_only_when_every_primary_is_down_and_full_pools_refuse() {
+fn netns_backups_take_over_only_when_every_primary_is_down_and_full_pools_refuse() {
     let Some(mut p) = PoolLab::new("pool-backup") else {
         return;
     };
@@ -551,7 +551,7 @@ fn backups_take_over_only_when_every_primary_is_down_and_full_pools_refuse() {
 }
 
 #[test]
-fn a_reload_changes_the_pool_and_servers_that_stay_keep_their_state_and_connections() {
+fn netns_a_reload_changes_the_pool_and_servers_that_stay_keep_their_state_and_connections() {
     let Some(mut p) = PoolLab::new("pool-reload") else {
         return;
     };
@@ -670,7 +670,7 @@ fn broker_state(lab: &Lab, name: &str) -> Option<String> {
 }
 
 #[test]
-fn discovered_brokers_are_checked_so_an_unreachable_one_is_seen_before_clients_are() {
+fn netns_discovered_brokers_are_checked_so_an_unreachable_one_is_seen_before_clients_are() {
     if !root_or_skip("discovered_brokers_are_checked") {
         return;
     }

@@ -50,7 +50,7 @@ pub struct Record<'a> {
     /// The upstream address connected to.
     pub upstream_addr: Option<SocketAddr>,
     /// The pool server that served it, for a route with `servers:`.
-    pub server: Option<String>,
+    pub server: Option<Arc<str>>,
     /// How long the upstream connect took.
     pub connect_ms: Option<u64>,
     /// Bytes from the client to the upstream, the hello included.

@@ -63,6 +63,55 @@ pub struct ServerHealth {
     reported_down: AtomicBool,
     /// Failed real connects, in all.
     failures: AtomicU64,
+    /// How many state changes may still be logged this minute.
+    budget: Mutex<LogBudget>,
+}
+
+/// At most [`LogBudget::PER_MINUTE`] state-change lines a minute for one server: a flapping
+/// server is counted (`snigate_upstream_state_changes_total`) and summed up in one line,
+/// not logged change by change.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    window_start_ms: u64,
+    logged: u32,
+    suppressed: u32,
+}
+
+/// What [`LogBudget::take`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logging {
+    /// Log this change.
+    Log,
+    /// Log this change, after a line saying how many were left out.
+    LogAfter(u32),
+    /// Leave it out.
+    Suppress,
+}
+
+impl LogBudget {
+    /// Lines per server per minute.
+    pub const PER_MINUTE: u32 = 4;
+
+    /// Whether a change at `now_ms` may be logged.
+    pub fn take(&mut self, now_ms: u64) -> Logging {
+        if now_ms.saturating_sub(self.window_start_ms) >= 60_000 {
+            let left_out = std::mem::take(&mut self.suppressed);
+            self.window_start_ms = now_ms;
+            self.logged = 1;
+            return if left_out > 0 {
+                Logging::LogAfter(left_out)
+            } else {
+                Logging::Log
+            };
+        }
+        if self.logged < Self::PER_MINUTE {
+            self.logged += 1;
+            Logging::Log
+        } else {
+            self.suppressed += 1;
+            Logging::Suppress
+        }
+    }
 }
 
 /// A server's state as `/routes` and the status page show it.
@@ -184,10 +233,23 @@ impl ServerHealth {
             return;
         }
         let state = if down { "down" } else { "up" };
-        self.last_change_ms.store(now_ms(), Ordering::Relaxed);
+        let now = now_ms();
+        self.last_change_ms.store(now, Ordering::Relaxed);
         metrics::STATE_CHANGES
             .with_label_values(&[server, state])
             .inc();
+        let logging = self
+            .budget
+            .lock()
+            .map(|mut b| b.take(now))
+            .unwrap_or(Logging::Log);
+        match logging {
+            Logging::Suppress => return,
+            Logging::LogAfter(n) => log::warn!(
+                "server {server} is flapping: {n} more state changes in the last minute were not logged (snigate_upstream_state_changes_total counts them all)"
+            ),
+            Logging::Log => {}
+        }
         if down {
             log::warn!("server {server} is down: {why}");
         } else {
@@ -423,5 +485,52 @@ pub fn check_key(spec: HealthCheck, sni: &str) -> CheckKey {
     CheckKey {
         spec,
         sni: (spec.kind == CheckKind::Tls).then(|| sni.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flapping_server_is_summed_up_not_logged_change_by_change() {
+        let mut b = LogBudget::default();
+        let start = 1_000_000;
+        for i in 0..LogBudget::PER_MINUTE {
+            assert_eq!(b.take(start + u64::from(i)), Logging::Log);
+        }
+        for i in 0..10 {
+            assert_eq!(b.take(start + 100 + i), Logging::Suppress);
+        }
+        assert_eq!(b.take(start + 60_000), Logging::LogAfter(10));
+        assert_eq!(b.take(start + 60_001), Logging::Log);
+    }
+
+    #[test]
+    fn states_follow_the_streaks() {
+        let h = ServerHealth::checked(&HealthCheck::default());
+        assert_eq!(h.state(true, false), State::Up);
+        assert_eq!(h.state(true, true), State::Backup);
+        h.observe("s", &Err("refused".into()), Duration::ZERO);
+        assert_eq!(h.state(true, false), State::GoingDown);
+        assert_eq!(h.state(false, false), State::Down);
+        h.observe("s", &Ok(()), Duration::ZERO);
+        assert_eq!(h.state(false, false), State::GoingUp);
+        assert_eq!(h.state(true, false), State::Up);
+    }
+
+    #[test]
+    fn fall_failed_connects_take_a_server_down_and_rise_checks_bring_it_back() {
+        let h = ServerHealth::checked(&HealthCheck::default());
+        h.connect_failed("s", "refused");
+        h.connect_failed("s", "refused");
+        assert!(h.passively_up(), "two of three");
+        h.connect_failed("s", "refused");
+        assert!(!h.passively_up());
+        assert_eq!(h.failures(), 3);
+        h.observe("s", &Ok(()), Duration::ZERO);
+        assert!(!h.passively_up(), "one of two");
+        h.observe("s", &Ok(()), Duration::ZERO);
+        assert!(h.passively_up());
     }
 }

@@ -128,6 +128,13 @@ pub struct PoolServer {
     pub spec: pool::Server,
     /// `host:port`, as in logs and metrics.
     pub label: String,
+    /// The same, shared with each connection's lease.
+    shared_label: Arc<str>,
+    /// Where a connect goes.
+    upstream: Upstream,
+    /// Its backend in the crate's set, known at once for an IP address (a name gets one
+    /// once resolved).
+    backend: Option<Backend>,
     /// Its health under the pool's check (shared with every pool checking it so).
     pub health: Arc<ServerHealth>,
     /// This route's connections open to it now.
@@ -159,7 +166,7 @@ pub struct Lease {
     open: Arc<AtomicUsize>,
     gauge: IntGauge,
     /// The server's `host:port`.
-    pub server: String,
+    pub server: Arc<str>,
 }
 
 impl Drop for Lease {
@@ -199,6 +206,9 @@ impl PoolRt {
             (true, Some(lb)) => lb,
             _ => &self.primary,
         };
+        if let Some(b) = &s.backend {
+            return lb.backends().ready(b);
+        }
         let backends = lb.backends().get_backend();
         match backends.iter().find(|b| b.ext.get::<usize>() == Some(&i)) {
             Some(b) => lb.backends().ready(b),
@@ -324,10 +334,9 @@ impl PoolRt {
             let lease = Lease {
                 open: s.open.clone(),
                 gauge: s.gauge.clone(),
-                server: s.label.clone(),
+                server: s.shared_label.clone(),
             };
-            let upstream = Upstream::fixed(s.spec.host.clone(), s.spec.port);
-            match connect(&upstream, None, s.spec.port, timeout, guard).await {
+            match connect(&s.upstream, None, s.spec.port, timeout, guard).await {
                 Ok(mut c) => {
                     s.health.connect_ok();
                     c.elapsed = started.elapsed();
@@ -518,7 +527,8 @@ impl Pools {
         let servers = spec
             .servers
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let label = s.address();
                 let addr = ip_literal(&s.host).map(|ip| SocketAddr::new(ip, s.port));
                 let health = match (&checker, addr) {
@@ -529,7 +539,25 @@ impl Pools {
                     .entry((route.label.clone(), label.clone()))
                     .or_default()
                     .clone();
+                // As the resolver gives it (a tier of weight 0 only is weighed 1 each).
+                let tier_weighs = spec
+                    .servers
+                    .iter()
+                    .any(|o| o.backup == s.backup && o.weight > 0);
+                let weight = if tier_weighs { s.weight as usize } else { 1 };
+                let backend = addr.map(|a| {
+                    let mut b = Backend {
+                        addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(a),
+                        weight,
+                        ext: Default::default(),
+                    };
+                    b.ext.insert(i);
+                    b
+                });
                 PoolServer {
+                    shared_label: Arc::from(label.as_str()),
+                    upstream: Upstream::fixed(s.host.clone(), s.port),
+                    backend,
                     gauge: metrics::UPSTREAM_ACTIVE_GAUGE
                         .with_label_values(&[&*route.label, &label]),
                     up_gauge: metrics::UPSTREAM_UP_GAUGE
