@@ -750,3 +750,50 @@ fn netns_discovered_brokers_are_checked_so_an_unreachable_one_is_seen_before_cli
     change("add");
     wait(&lab, "up");
 }
+
+#[test]
+fn netns_a_server_named_by_dns_is_resolved_checked_and_served() {
+    let Some(mut p) = PoolLab::new("pool-dns") else {
+        return;
+    };
+    p.start("s1", false);
+    p.start("s2", false);
+    let cg = p.lab.cg.clone();
+    p.lab
+        .set_hosts(&cg, "127.0.0.1 localhost\n127.0.8.2 kube-2.example.test\n");
+    let servers = format!(
+        "{}        - address: kube-2.example.test:443\n",
+        server("s1", "")
+    );
+    p.gateway(&route(
+        &servers,
+        "      health_check: { interval_ms: 300, timeout_ms: 200, rise: 1, fall: 2 }\n",
+    ));
+    let key = format!("{ROUTE} kube-2.example.test:443");
+    let start = Instant::now();
+    loop {
+        let s = p.servers_json()[&key].clone();
+        if s["state"] == "up" && s["last_check"]["ok"] == true {
+            break;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the named server was never checked: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (served, failed, out) = p.clients(None, &["--count", "20", "--rate", "50"]);
+    assert_eq!(failed, 0, "{out}");
+    assert_eq!(
+        (served.get("s1"), served.get("s2")),
+        (Some(&10), Some(&10)),
+        "round robin over an address and a name: {served:?}"
+    );
+    // The name's server stopped: its check sees it, by the name's address.
+    p.stop("s2");
+    let start = Instant::now();
+    while p.servers_json()[&key]["state"] != "down" {
+        assert!(start.elapsed() < PATIENCE, "{}", p.lab.admin("/routes").1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -132,15 +132,27 @@ pub struct PoolServer {
     shared_label: Arc<str>,
     /// Where a connect goes.
     upstream: Upstream,
-    /// Its backend in the crate's set, known at once for an IP address (a name gets one
-    /// once resolved).
-    backend: Option<Backend>,
-    /// Its health under the pool's check (shared with every pool checking it so).
-    pub health: Arc<ServerHealth>,
+    /// Its backend in the crate's set and its health: known at once for an IP address; a
+    /// name gets them each time it resolves (see [`PoolRt::link_names`]).
+    link: arc_swap::ArcSwap<Link>,
     /// This route's connections open to it now.
     pub open: Arc<AtomicUsize>,
     gauge: IntGauge,
     up_gauge: IntGauge,
+}
+
+/// A server's backend, once its address is known, and its health under the pool's check
+/// (shared with every pool that checks that address so).
+struct Link {
+    backend: Option<Backend>,
+    health: Arc<ServerHealth>,
+}
+
+impl PoolServer {
+    /// Its health now.
+    pub fn health(&self) -> Arc<ServerHealth> {
+        self.link.load().health.clone()
+    }
 }
 
 /// A route's pool at run time.
@@ -206,19 +218,45 @@ impl PoolRt {
             (true, Some(lb)) => lb,
             _ => &self.primary,
         };
-        if let Some(b) = &s.backend {
-            return lb.backends().ready(b);
-        }
-        let backends = lb.backends().get_backend();
-        match backends.iter().find(|b| b.ext.get::<usize>() == Some(&i)) {
+        match &s.link.load().backend {
             Some(b) => lb.backends().ready(b),
             // Not resolved yet: connecting will say.
-            None => s.health.passively_up(),
+            None => true,
         }
     }
 
     fn up(&self, i: usize) -> bool {
-        self.registry_up(i) && self.servers[i].health.passively_up()
+        self.registry_up(i) && self.servers[i].link.load().health.passively_up()
+    }
+
+    /// After the names resolved: each named server's backend, and its health under the
+    /// check of its new address.
+    fn link_names(&self) {
+        for (i, s) in self.servers.iter().enumerate() {
+            if ip_literal(&s.spec.host).is_some() {
+                continue;
+            }
+            let lb = match (s.spec.backup, &self.backup) {
+                (true, Some(lb)) => lb,
+                _ => &self.primary,
+            };
+            let backends = lb.backends().get_backend();
+            let Some(b) = backends.iter().find(|b| b.ext.get::<usize>() == Some(&i)) else {
+                continue;
+            };
+            let current = s.link.load();
+            if current.backend.as_ref().is_some_and(|c| c.addr == b.addr) {
+                continue;
+            }
+            let health = match (&self.checker, b.addr.as_inet()) {
+                (Some(c), Some(a)) => c.state(*a),
+                _ => current.health.clone(),
+            };
+            s.link.store(Arc::new(Link {
+                backend: Some(b.clone()),
+                health,
+            }));
+        }
     }
 
     /// Every server's state, in the order written.
@@ -226,15 +264,16 @@ impl PoolRt {
         (0..self.servers.len())
             .map(|i| {
                 let s = &self.servers[i];
+                let health = s.health();
                 ServerView {
                     server: s.label.clone(),
-                    state: s.health.state(self.registry_up(i), s.spec.backup),
+                    state: health.state(self.registry_up(i), s.spec.backup),
                     backup: s.spec.backup,
                     weight: s.spec.weight,
                     open: s.open.load(Ordering::Relaxed),
-                    failures: s.health.failures(),
-                    last_check: s.health.last_check(),
-                    last_change_ms: s.health.last_change_ms(),
+                    failures: health.failures(),
+                    last_check: health.last_check(),
+                    last_change_ms: health.last_change_ms(),
                 }
             })
             .collect()
@@ -338,14 +377,14 @@ impl PoolRt {
             };
             match connect(&s.upstream, None, s.spec.port, timeout, guard).await {
                 Ok(mut c) => {
-                    s.health.connect_ok();
+                    s.health().connect_ok();
                     c.elapsed = started.elapsed();
                     return Ok((c, lease));
                 }
                 Err(e @ ConnectError::Loop { .. }) => return Err(e),
                 Err(e) => {
                     drop(lease);
-                    s.health.connect_failed(&s.label, &e.to_string());
+                    s.health().connect_failed(&s.label, &e.to_string());
                     metrics::UPSTREAM_FAILURES
                         .with_label_values(&[&*self.route, &s.label])
                         .inc();
@@ -380,6 +419,7 @@ impl PoolRt {
             if let Some(b) = &self.backup {
                 b.update().await;
             }
+            self.link_names();
         }
     }
 }
@@ -557,14 +597,13 @@ impl Pools {
                 PoolServer {
                     shared_label: Arc::from(label.as_str()),
                     upstream: Upstream::fixed(s.host.clone(), s.port),
-                    backend,
+                    link: arc_swap::ArcSwap::from_pointee(Link { backend, health }),
                     gauge: metrics::UPSTREAM_ACTIVE_GAUGE
                         .with_label_values(&[&*route.label, &label]),
                     up_gauge: metrics::UPSTREAM_UP_GAUGE
                         .with_label_values(&[&*route.label, &label]),
                     spec: s.clone(),
                     label,
-                    health,
                     open: count,
                 }
             })
