@@ -3,6 +3,7 @@
 //! - `/health` answers 200 while the process serves HTTP at all.
 //! - `/ready` answers 200 once routes are loaded and every listener accepts connections,
 //!   and 503 with the reason before that.
+//! - `/` and `/status` serve the status page (see [`crate::status`]).
 //! - `/routes` lists the live route table, one route per line, each pool server on a line
 //!   of its own under its route; `/routes?format=json` gives the same as JSON.
 
@@ -76,13 +77,72 @@ impl Readiness {
 pub struct AdminApp {
     hub: Arc<Hub>,
     readiness: Arc<Readiness>,
+    status: Option<StatusSource>,
+}
+
+/// What the status page needs besides the hub.
+pub struct StatusSource {
+    /// Listener names and addresses.
+    pub listeners: Vec<(String, String)>,
+    /// Cluster names.
+    pub clusters: Vec<String>,
+    /// The connections' shared state (for the drain).
+    pub shared: Arc<crate::proxy::Shared>,
 }
 
 impl AdminApp {
     /// Creates the app. `/ready` also waits until every cluster has routes, from
     /// discovery or from the state file.
     pub fn new(hub: Arc<Hub>, readiness: Arc<Readiness>) -> Self {
-        AdminApp { hub, readiness }
+        AdminApp {
+            hub,
+            readiness,
+            status: None,
+        }
+    }
+
+    /// Serves the status page at `/` and `/status` too.
+    pub fn with_status(mut self, status: StatusSource) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The status page.
+    fn status_page(&self, src: &StatusSource, query: Option<&str>) -> String {
+        use crate::status::{self, model};
+        let (page, refresh) = status::query(query);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let drain = if src.shared.drain.started() {
+            format!("draining: {} connections left", src.shared.active())
+        } else {
+            "none".to_owned()
+        };
+        let process = model::ProcessRow {
+            version: format!("snigate {}", crate::BUILD),
+            uptime: status::uptime(status::STARTED.elapsed().as_secs()),
+            worker_pid: std::process::id(),
+            drain,
+        };
+        let table = self.hub.table();
+        let store = self.hub.store();
+        let errors = crate::discovery::service::last_errors();
+        let samples = model::Samples::gather();
+        let built = model::build(
+            &samples,
+            model::Inputs {
+                table: &table,
+                pools: &store.pools,
+                listeners: &src.listeners,
+                clusters: &src.clusters,
+                last_errors: &errors,
+                process,
+                now,
+                page,
+            },
+        );
+        status::html::render(&built, refresh)
     }
 
     /// The live state of a pool route's servers.
@@ -102,6 +162,16 @@ impl AdminApp {
             return (StatusCode::METHOD_NOT_ALLOWED, TEXT, b"use GET\n".to_vec());
         }
         match path {
+            "/" | "/status" if self.status.is_some() => {
+                let Some(src) = &self.status else {
+                    return (StatusCode::NOT_FOUND, TEXT, Vec::new());
+                };
+                (
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    self.status_page(src, query).into_bytes(),
+                )
+            }
             "/metrics" => (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -139,7 +209,7 @@ impl AdminApp {
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
-                b"not found; try /metrics, /health, /ready or /routes\n".to_vec(),
+                b"not found; try /, /metrics, /health, /ready or /routes\n".to_vec(),
             ),
         }
     }

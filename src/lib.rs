@@ -17,12 +17,14 @@
 //!   accept loops as one Pingora service.
 //! - [`proxy`]: one connection's life, and its access log.
 //! - [`peek`]: reading the ClientHello off a socket under one deadline and a byte cap.
-//! - [`upstream`]: resolving and connecting to a route's upstream.
+//! - [`upstream`]: resolving and connecting to a route's upstream; server pools and their
+//!   health checks.
 //! - [`relay`]: copying both ways with half-close, byte counts and an idle timeout.
 //! - [`routes`]: the live route table, swapped atomically.
 //! - [`discovery`]: the broker source, the refresh service, and the route hub.
 //! - [`access_log`]: where access lines go, text or JSON, and flood thinning.
-//! - [`admin`]: `/metrics`, `/health`, `/ready`, `/routes`.
+//! - [`admin`]: `/metrics`, `/health`, `/ready`, `/routes`, and the status page.
+//! - [`status`]: the status page's figures and HTML.
 //! - [`render`]: route tables as text, YAML and hosts lines.
 //! - [`metrics`]: every metric name and definition.
 //! - [`logging`]: the logger.
@@ -56,6 +58,7 @@ pub mod proxy;
 pub mod relay;
 pub mod render;
 pub mod routes;
+pub mod status;
 pub mod supervisor;
 pub mod upstream;
 pub mod worker;

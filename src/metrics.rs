@@ -58,6 +58,11 @@ pub const POOL_PANIC_TOTAL: &str = "snigate_pool_panic_connections_total";
 /// Open connections to a pool's server, by route and server.
 pub const UPSTREAM_ACTIVE: &str = "snigate_upstream_active_connections";
 
+/// Connections open now, by route.
+pub const ROUTE_ACTIVE_CONNECTIONS: &str = "snigate_route_active_connections";
+/// The latency of a route's last successful upstream connect, in seconds, by route.
+pub const ROUTE_LAST_CONNECT_SECONDS: &str = "snigate_route_last_connect_seconds";
+
 /// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
 pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
 
@@ -206,6 +211,24 @@ pub static UPSTREAM_ACTIVE_GAUGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(defined(IntGaugeVec::new(
         Opts::new(UPSTREAM_ACTIVE, help),
         &["route", "server"],
+    )))
+});
+
+/// See [`ROUTE_ACTIVE_CONNECTIONS`].
+pub static ROUTE_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    let help = "Connections open now, by route.";
+    register(defined(IntGaugeVec::new(
+        Opts::new(ROUTE_ACTIVE_CONNECTIONS, help),
+        &["route"],
+    )))
+});
+
+/// See [`ROUTE_LAST_CONNECT_SECONDS`].
+pub static ROUTE_LAST_CONNECT: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    let help = "Latency of the route's last successful upstream connect, in seconds.";
+    register(defined(prometheus::GaugeVec::new(
+        Opts::new(ROUTE_LAST_CONNECT_SECONDS, help),
+        &["route"],
     )))
 });
 
@@ -363,6 +386,10 @@ pub struct RouteSeries {
     pub bytes_up: IntCounter,
     /// [`ROUTE_BYTES_TOTAL`], upstream to client.
     pub bytes_down: IntCounter,
+    /// [`ROUTE_ACTIVE_CONNECTIONS`].
+    pub active: IntGauge,
+    /// [`ROUTE_LAST_CONNECT_SECONDS`].
+    pub last_connect: prometheus::Gauge,
 }
 
 /// One listener's per-route series, resolved once per route instead of once per
@@ -394,6 +421,8 @@ impl ConnectionCounters {
                     outcomes: outcome_counters(&self.listener, label),
                     bytes_up: ROUTE_BYTES.with_label_values(&[label, "upstream"]),
                     bytes_down: ROUTE_BYTES.with_label_values(&[label, "downstream"]),
+                    active: ROUTE_ACTIVE.with_label_values(&[label]),
+                    last_connect: ROUTE_LAST_CONNECT.with_label_values(&[label]),
                 })
             })
             .clone()

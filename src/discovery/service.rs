@@ -172,6 +172,7 @@ impl ClusterService {
                 Err(e) => {
                     let outcome = e.outcome();
                     metrics::REFRESHES.with_label_values(&[name, outcome]).inc();
+                    record_error(name, &e.to_string());
                     let kept = self.hub.cluster(name).names.len();
                     let wait = backoff.failed();
                     log::warn!(
@@ -197,3 +198,22 @@ impl BackgroundService for ClusterService {
 
 #[cfg(test)]
 mod tests;
+
+/// Each cluster's last failed refresh: Unix seconds and the error, for the status page.
+static LAST_ERRORS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, (u64, String)>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn record_error(cluster: &str, error: &str) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Ok(mut all) = LAST_ERRORS.lock() {
+        all.insert(cluster.to_owned(), (at, error.to_owned()));
+    }
+}
+
+/// Each cluster's last failed refresh: Unix seconds and the error.
+pub fn last_errors() -> std::collections::HashMap<String, (u64, String)> {
+    LAST_ERRORS.lock().map(|m| m.clone()).unwrap_or_default()
+}

@@ -172,6 +172,9 @@ impl Handler {
             }
             None => served.await,
         }
+        if let Some(s) = series.as_deref() {
+            s.active.dec();
+        }
         rec.bytes_up = totals.up.into_inner();
         rec.bytes_down = totals.down.into_inner();
         rec.finish(&self.metrics.connections, series.as_deref());
@@ -334,6 +337,7 @@ impl Handler {
         };
         let send_proxy = route.send_proxy;
         rec.route = Some(route);
+        route_series.active.inc();
         *series = Some(route_series.clone());
         let connected = match connected {
             Ok(c) => c,
@@ -352,6 +356,9 @@ impl Handler {
             .connect_latency
             .observe(connected.elapsed.as_secs_f64());
         rec.connect_ms = Some(connected.elapsed.as_millis() as u64);
+        route_series
+            .last_connect
+            .set(connected.elapsed.as_secs_f64());
         rec.upstream_addr = Some(connected.addr);
         let mut upstream_io: TcpStream = connected.stream;
 

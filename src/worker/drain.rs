@@ -56,6 +56,11 @@ impl Drain {
         self.holding.load(Ordering::Acquire)
     }
 
+    /// True once the drain has started.
+    pub fn started(&self) -> bool {
+        self.plan.get().is_some()
+    }
+
     /// The grace period.
     pub fn grace(&self) -> Duration {
         self.grace

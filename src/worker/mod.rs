@@ -14,7 +14,7 @@ pub mod reload;
 pub mod reload_upgrade;
 pub mod signals;
 
-use crate::admin::{AdminApp, Readiness, ReadyNotifier};
+use crate::admin::{AdminApp, Readiness, ReadyNotifier, StatusSource};
 use crate::config::Config;
 use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
@@ -167,6 +167,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         }
     }
     server.bootstrap();
+    std::sync::LazyLock::force(&crate::status::STARTED);
 
     let hook =
         (gateway.reload == ReloadMode::Upgrade).then(|| reload_upgrade::hook(control.clone()));
@@ -202,7 +203,15 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     server.add_service(listeners);
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
-        let app = AdminApp::new(hub.clone(), readiness.clone());
+        let app = AdminApp::new(hub.clone(), readiness.clone()).with_status(StatusSource {
+            listeners: gateway
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.address.to_string()))
+                .collect(),
+            clusters: gateway.clusters.iter().map(|c| c.name.clone()).collect(),
+            shared: shared.clone(),
+        });
         let mut service = Service::new("admin".to_owned(), app);
         service.add_tcp(&addr.to_string());
         server.add_service(service);
