@@ -477,8 +477,9 @@ fi
 
 lookup=""
 if ! $quick; then
-  lookup=$(cd "$root" && cargo bench --locked --bench hotpath -- lookup/100k --warm-up-time 1 --measurement-time 3 2>/dev/null \
-    | awk '/^lookup\// { name = $1 }
+  lookup=$(cd "$root" && cargo bench --locked --bench hotpath -- 'lookup/100k|status_page' --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | awk '/^status page of/ { print; next }
+           /^(lookup|status_page)\// { name = $1 }
            /time:/ { match($0, /\[[^]]*\]/); split(substr($0, RSTART + 1, RLENGTH - 2), v, " ");
                      print name, v[3], v[4] }' || true)
 fi
@@ -518,7 +519,7 @@ file="$results_dir/$stamp.md"
   echo "sniproxy $(dpkg-query -W -f='${Version}' sniproxy 2>/dev/null)"
   echo '```'
   if [ -n "$lookup" ]; then
-    echo; echo "## Route lookup among 100,000 routes (criterion, \`cargo bench --bench hotpath\`)"; echo
+    echo; echo "## Route lookup among 100,000 routes, and the status page of 10,000 (criterion, \`cargo bench --bench hotpath\`)"; echo
     echo '```'; echo "$lookup"; echo '```'
   fi
   if [ -n "$breakdown" ]; then

@@ -58,6 +58,8 @@ pub const POOL_PANIC_TOTAL: &str = "snigate_pool_panic_connections_total";
 /// Open connections to a pool's server, by route and server.
 pub const UPSTREAM_ACTIVE: &str = "snigate_upstream_active_connections";
 
+/// `gateway.max_connections`: the most connections open at once, across listeners.
+pub const MAX_CONNECTIONS: &str = "snigate_max_connections";
 /// Connections open now, by route.
 pub const ROUTE_ACTIVE_CONNECTIONS: &str = "snigate_route_active_connections";
 /// The latency of a route's last successful upstream connect, in seconds, by route.
@@ -212,6 +214,12 @@ pub static UPSTREAM_ACTIVE_GAUGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         Opts::new(UPSTREAM_ACTIVE, help),
         &["route", "server"],
     )))
+});
+
+/// See [`MAX_CONNECTIONS`].
+pub static MAX_CONNECTIONS_GAUGE: LazyLock<IntGauge> = LazyLock::new(|| {
+    let help = "gateway.max_connections: the most connections open at once, across listeners.";
+    register(defined(IntGauge::new(MAX_CONNECTIONS, help)))
 });
 
 /// See [`ROUTE_ACTIVE_CONNECTIONS`].

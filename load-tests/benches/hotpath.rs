@@ -1,4 +1,5 @@
-//! Hot-path benchmarks: the ClientHello parser and the route table lookup.
+//! Hot-path benchmarks: the ClientHello parser and the route table lookup; and the status
+//! page of 10,000 routes, which the admin endpoint renders off the connection path.
 //!
 //! Run with `cargo bench --bench hotpath`. The whole run is tuned to finish in well under
 //! two minutes on a small machine; pass criterion flags after `--` to change that, e.g.
@@ -249,6 +250,50 @@ fn bench_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// The status page of a 10,000-route gateway: gathering the figures and writing the first
+/// page of routes. Prints the page's size once.
+fn bench_status(c: &mut Criterion) {
+    use snigate::status::{html, model};
+    let table = RouteTable::new(routes_100k().into_iter().take(10_000)).expect("no duplicates");
+    let mut samples = model::Samples::default();
+    for r in table.routes() {
+        samples.push(
+            snigate::metrics::ROUTE_BYTES_TOTAL,
+            &[("route", &r.label), ("direction", "upstream")],
+            1234.0,
+        );
+    }
+    let pools = snigate::upstream::pool::Pools::default();
+    let listeners = [("kafka".to_owned(), "0.0.0.0:9092".to_owned())];
+    let errors = std::collections::HashMap::new();
+    let render = || {
+        let page = model::build(
+            &samples,
+            model::Inputs {
+                table: &table,
+                pools: &pools,
+                listeners: &listeners,
+                clusters: &[],
+                last_errors: &errors,
+                process: model::ProcessRow::default(),
+                now: 0,
+                page: 0,
+            },
+        );
+        html::render(&page, None)
+    };
+    let first = render();
+    println!(
+        "status page of 10,000 routes: {} bytes for the first {} routes",
+        first.len(),
+        model::ROUTES_PER_PAGE
+    );
+    let mut group = c.benchmark_group("status_page");
+    group.sample_size(20);
+    group.bench_function("10k_routes", |b| b.iter(|| black_box(render()).len()));
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -260,6 +305,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = hotpath;
     config = config();
-    targets = bench_parse, bench_lookup
+    targets = bench_parse, bench_lookup, bench_status
 }
 criterion_main!(hotpath);

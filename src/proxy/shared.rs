@@ -62,6 +62,7 @@ impl Shared {
         grace: Duration,
     ) -> Self {
         let own = listeners.iter().map(|l| l.address).collect();
+        metrics::MAX_CONNECTIONS_GAUGE.set(limits.max_connections as i64);
         Shared {
             routes,
             drain: Drain::new(grace),
@@ -84,6 +85,7 @@ impl Shared {
 
     /// Replaces the limits and the listeners' fallbacks for new connections.
     pub fn set_live(&self, limits: Limits, listeners: &[ListenerConfig]) {
+        metrics::MAX_CONNECTIONS_GAUGE.set(limits.max_connections as i64);
         self.live.store(Arc::new(Live::new(limits, listeners)));
     }
 

@@ -178,6 +178,24 @@ impl Samples {
             .push((labels, value));
     }
 
+    /// The series of `name` that carry every label in `want`, summed by the value of their
+    /// label `by`: one pass, for figures needed for many routes.
+    pub fn sum_by(&self, name: &str, by: &str, want: &[(&str, &str)]) -> HashMap<String, f64> {
+        let mut out: HashMap<String, f64> = HashMap::new();
+        for (labels, v) in self.0.get(name).into_iter().flatten() {
+            let matches = want
+                .iter()
+                .all(|(k, w)| labels.iter().any(|(lk, lv)| lk == k && lv == w));
+            if !matches {
+                continue;
+            }
+            if let Some((_, key)) = labels.iter().find(|(k, _)| k == by) {
+                *out.entry(key.clone()).or_default() += v;
+            }
+        }
+        out
+    }
+
     /// The sum of the series of `name` that carry every label in `want`.
     pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
         self.0.get(name).map_or(0.0, |series| {
@@ -213,17 +231,49 @@ pub struct Inputs<'a> {
     pub page: usize,
 }
 
-fn route_row(r: &Route, s: &Samples, pools: &Pools) -> RouteRow {
-    let label = &*r.label;
-    let errors: f64 = CONNECT_ERRORS
-        .iter()
-        .map(|o| {
-            s.sum(
+/// The per-route figures, each gathered in one pass over its metric.
+struct RouteFigures {
+    open: HashMap<String, f64>,
+    up: HashMap<String, f64>,
+    down: HashMap<String, f64>,
+    errors: HashMap<String, f64>,
+    last_connect: HashMap<String, f64>,
+}
+
+impl RouteFigures {
+    fn gather(s: &Samples) -> Self {
+        let mut errors = HashMap::new();
+        for o in CONNECT_ERRORS {
+            for (route, n) in s.sum_by(
                 metrics::CONNECTIONS_TOTAL,
-                &[("route", label), ("outcome", o.as_str())],
-            )
-        })
-        .sum();
+                "route",
+                &[("outcome", o.as_str())],
+            ) {
+                *errors.entry(route).or_default() += n;
+            }
+        }
+        RouteFigures {
+            open: s.sum_by(metrics::ROUTE_ACTIVE_CONNECTIONS, "route", &[]),
+            up: s.sum_by(
+                metrics::ROUTE_BYTES_TOTAL,
+                "route",
+                &[("direction", "upstream")],
+            ),
+            down: s.sum_by(
+                metrics::ROUTE_BYTES_TOTAL,
+                "route",
+                &[("direction", "downstream")],
+            ),
+            errors,
+            last_connect: s.sum_by(metrics::ROUTE_LAST_CONNECT_SECONDS, "route", &[]),
+        }
+    }
+}
+
+fn route_row(r: &Route, f: &RouteFigures, pools: &Pools) -> RouteRow {
+    let label = &*r.label;
+    let get = |m: &HashMap<String, f64>| m.get(label).copied().unwrap_or(0.0);
+    let errors = get(&f.errors);
     let servers: Vec<ServerRow> = pools
         .get(label)
         .map(|p| {
@@ -253,21 +303,15 @@ fn route_row(r: &Route, s: &Samples, pools: &Pools) -> RouteRow {
         })
         .unwrap_or_default();
     let down = servers.iter().any(|s| s.state == "down");
-    let last = s.sum(metrics::ROUTE_LAST_CONNECT_SECONDS, &[("route", label)]);
+    let last = get(&f.last_connect);
     RouteRow {
         sni: label.to_owned(),
         upstream: r.upstream.to_string(),
         kind: String::new(),
         servers,
-        open: s.sum(metrics::ROUTE_ACTIVE_CONNECTIONS, &[("route", label)]) as i64,
-        bytes_up: s.sum(
-            metrics::ROUTE_BYTES_TOTAL,
-            &[("route", label), ("direction", "upstream")],
-        ) as u64,
-        bytes_down: s.sum(
-            metrics::ROUTE_BYTES_TOTAL,
-            &[("route", label), ("direction", "downstream")],
-        ) as u64,
+        open: get(&f.open) as i64,
+        bytes_up: get(&f.up) as u64,
+        bytes_down: get(&f.down) as u64,
         connect_errors: errors as u64,
         last_connect: if last > 0.0 {
             format!("{:.2} ms", last * 1000.0)
@@ -353,12 +397,13 @@ pub fn build(s: &Samples, i: Inputs<'_>) -> Page {
     let total = all.len();
     let pages = total.div_ceil(ROUTES_PER_PAGE).max(1);
     let page = i.page.min(pages - 1);
+    let figures = RouteFigures::gather(s);
     let routes = all
         .into_iter()
         .skip(page * ROUTES_PER_PAGE)
         .take(ROUTES_PER_PAGE)
         .map(|r| {
-            let mut row = route_row(r, s, i.pools);
+            let mut row = route_row(r, &figures, i.pools);
             row.kind = match r.origin.strip_prefix("cluster:") {
                 None => "static".into(),
                 Some(cluster) => {
