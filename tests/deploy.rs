@@ -274,6 +274,28 @@ fn validate_k8s(validate: &Path, file: &Path) {
     );
 }
 
+/// The Prometheus Operator's kinds, which kubernetes-validate has no schema for: it warns,
+/// and [`monitoring_component_renders_from_the_same_files`] checks them instead.
+const OPERATOR_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+
+/// As [`validate_k8s`], but the only warnings allowed are the missing schemas of the
+/// Prometheus Operator's kinds; every other resource must pass.
+fn validate_k8s_with_operator_kinds(validate: &Path, file: &Path) {
+    let (ok, out) = run(Command::new(validate).arg("--strict").arg(file));
+    let unexpected: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("WARN") || l.starts_with("ERROR"))
+        .filter(|l| {
+            !OPERATOR_KINDS.iter().any(|k| {
+                l.contains(&format!(
+                    "Couldn't find schema for kind {k} with api version monitoring.coreos.com/v1"
+                ))
+            })
+        })
+        .collect();
+    assert!(ok && unexpected.is_empty(), "{}: {out}", file.display());
+}
+
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -311,7 +333,12 @@ fn kubernetes_manifests_and_overlays_validate() {
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy();
         // Kustomizations are kustomize's, not the API's; snigate.yaml is a gateway config.
-        if name != "kustomization.yaml" && name != "snigate.yaml" {
+        if name == "kustomization.yaml" || name == "snigate.yaml" {
+            continue;
+        }
+        if f.components().any(|c| c.as_os_str() == "components") {
+            validate_k8s_with_operator_kinds(&validate, f);
+        } else {
             validate_k8s(&validate, f);
         }
     }
@@ -864,4 +891,114 @@ fn alert_rules_pass_promtool_and_read_only_exported_metrics() {
         }
     }
     assert!(read > 0, "the rules read no snigate metric");
+}
+
+/// `deploy/kubernetes/components/monitoring` added to each overlay: it renders, its plain
+/// resources pass the API schema, its PrometheusRule holds exactly the groups of
+/// `deploy/monitoring/alerts.yaml`, its dashboard ConfigMap holds
+/// `deploy/monitoring/grafana-dashboard.json` byte for byte, and its ServiceMonitor
+/// scrapes the admin port through a ClusterIP Service, never the load balancer.
+#[test]
+fn monitoring_component_renders_from_the_same_files() {
+    let test = "monitoring_component_renders_from_the_same_files";
+    let (Some(validate), Some(kustomize)) =
+        (tool("kubernetes-validate", test), tool("kustomize", test))
+    else {
+        return;
+    };
+    let monitoring = repo().join("deploy/monitoring");
+    let alerts: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(monitoring.join("alerts.yaml")).unwrap())
+            .unwrap();
+    let dashboard = std::fs::read_to_string(monitoring.join("grafana-dashboard.json")).unwrap();
+    let scratch = Scratch::new("k8s-monitoring");
+    // kustomize takes relative paths only.
+    let depth = scratch.dir.components().count() - 1;
+    let up = "../".repeat(depth);
+    let repo_rel = repo().strip_prefix("/").unwrap().display().to_string();
+    for (env, _) in environments() {
+        let dir = scratch.path(&env);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("kustomization.yaml"),
+            format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../{up}{repo_rel}/deploy/kubernetes/overlays/{env}\ncomponents:\n  - ../{up}{repo_rel}/deploy/kubernetes/components/monitoring\n"
+            ),
+        )
+        .unwrap();
+        let out = Command::new(&kustomize)
+            .arg("build")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kustomize build {env} with the monitoring component: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rendered = scratch.path(&format!("{env}-monitoring.yaml"));
+        std::fs::write(&rendered, &out.stdout).unwrap();
+        validate_k8s_with_operator_kinds(&validate, &rendered);
+        let text_out = String::from_utf8(out.stdout).unwrap();
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text_out)
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+
+        let rule = find(&docs, "PrometheusRule");
+        assert_eq!(
+            get(rule, "spec.groups"),
+            &alerts["groups"],
+            "components/monitoring/prometheusrule.yaml differs from deploy/monitoring/alerts.yaml; copy its groups over"
+        );
+        let board = configmap(&docs, "snigate-grafana-dashboard");
+        assert_eq!(
+            board["data"]["grafana-dashboard.json"].as_str().unwrap(),
+            dashboard,
+            "components/monitoring/grafana-dashboard.json differs from deploy/monitoring/grafana-dashboard.json; copy it over"
+        );
+        assert_eq!(text(board, "metadata.labels.grafana_dashboard"), "1");
+
+        let services: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Service").collect();
+        let admin = services
+            .iter()
+            .find(|s| text(s, "metadata.name") == "snigate-admin")
+            .expect("the admin Service");
+        assert_eq!(text(admin, "spec.type"), "ClusterIP");
+        for s in &services {
+            let ports = get(s, "spec.ports").as_sequence().unwrap();
+            let has_admin = ports.iter().any(|p| p["name"] == "admin");
+            assert_eq!(
+                has_admin,
+                text(s, "metadata.name") == "snigate-admin",
+                "only the ClusterIP admin Service carries the admin port"
+            );
+        }
+        let monitor = find(&docs, "ServiceMonitor");
+        assert_eq!(text(monitor, "spec.endpoints.0.port"), "admin");
+        assert_eq!(text(monitor, "spec.endpoints.0.path"), "/metrics");
+        let wanted = get(monitor, "spec.selector.matchLabels")
+            .as_mapping()
+            .unwrap();
+        let labels = get(admin, "metadata.labels").as_mapping().unwrap();
+        for (k, v) in wanted {
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "the ServiceMonitor does not select the admin Service"
+            );
+        }
+        // The job label the alert rules read (`up{job="snigate"}`).
+        let job_label = text(monitor, "spec.jobLabel");
+        assert_eq!(
+            labels.get(job_label).and_then(Value::as_str),
+            Some("snigate")
+        );
+        // The admin Service reaches the pods' admin port.
+        let deploy = find(&docs, "Deployment");
+        let ports = get(deploy, "spec.template.spec.containers.0.ports")
+            .as_sequence()
+            .unwrap();
+        let target = text(admin, "spec.ports.0.targetPort");
+        assert!(ports.iter().any(|p| p["name"] == target));
+    }
 }

@@ -492,8 +492,13 @@ fn root_a_spent_pipe_budget_still_relays_byte_exact() {
         gw = net.ip(1)
     );
     let conf = write_config(&scratch.dir, &yaml);
-    let gw = Snigate::spawn_under(
+    // The user starts workers from the binary's path, so it must reach it: a copy in the
+    // scratch directory, whatever the permissions of the checkout's own directories.
+    let bin = scratch.path("snigate");
+    std::fs::copy(snigate_bin(), &bin).unwrap();
+    let gw = Snigate::spawn_under_from(
         &as_user,
+        &bin,
         &scratch.dir,
         &conf,
         &[],

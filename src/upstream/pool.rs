@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 /// How long resolved server names are kept before the pool looks them up again.
 pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 
+/// How long one lookup of a server's name may take: a hung resolver must not hold up the
+/// checks, which the same loop schedules.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The name a `tls` check sends for a route: its own name, or for `*.suffix`,
 /// `health-check.suffix` (a name the wildcard covers).
 pub fn check_sni(pattern: &SniPattern) -> String {
@@ -55,13 +59,22 @@ impl ServiceDiscovery for Resolver {
         for (host, port, weight, i) in &self.servers {
             let addr = match ip_literal(host) {
                 Some(ip) => Some(SocketAddr::new(ip, *port)),
-                None => match tokio::net::lookup_host((host.as_str(), *port)).await {
-                    Ok(mut addrs) => addrs.next(),
-                    Err(e) => {
-                        log::warn!("pool server {host}:{port} does not resolve: {e}");
-                        None
+                None => {
+                    let lookup = tokio::net::lookup_host((host.as_str(), *port));
+                    match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                        Ok(Ok(mut addrs)) => addrs.next(),
+                        Ok(Err(e)) => {
+                            log::warn!("pool server {host}:{port} does not resolve: {e}");
+                            None
+                        }
+                        Err(_) => {
+                            log::warn!(
+                                "pool server {host}:{port} did not resolve within {RESOLVE_TIMEOUT:?}"
+                            );
+                            None
+                        }
                     }
-                },
+                }
             };
             if let Some(addr) = addr {
                 let mut b = Backend {

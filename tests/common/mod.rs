@@ -314,13 +314,34 @@ impl Snigate {
         log_name: &str,
         admin: SocketAddr,
     ) -> Snigate {
+        Snigate::spawn_under_from(
+            prefix,
+            Path::new(snigate_bin()),
+            dir,
+            conf,
+            flags,
+            log_name,
+            admin,
+        )
+    }
+
+    /// As [`Snigate::spawn_under`], started from the binary at `bin`.
+    pub fn spawn_under_from(
+        prefix: &[&str],
+        bin: &Path,
+        dir: &Path,
+        conf: &Path,
+        flags: &[&str],
+        log_name: &str,
+        admin: SocketAddr,
+    ) -> Snigate {
         let cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(snigate_bin());
+                c.args(rest).arg(bin);
                 c
             }
-            None => Command::new(snigate_bin()),
+            None => Command::new(bin),
         };
         Snigate::spawn_command(cmd, dir, conf, flags, log_name, admin)
     }
