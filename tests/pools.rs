@@ -94,6 +94,14 @@ impl PoolLab {
         self.servers.insert(id.to_owned(), idx);
     }
 
+    /// Starts s1, s2 and s3; returns them as a pool's `servers:` items of equal weight.
+    fn start_three(&mut self) -> String {
+        for id in ["s1", "s2", "s3"] {
+            self.start(id, false);
+        }
+        ["s1", "s2", "s3"].map(|id| server(id, "")).concat()
+    }
+
     fn stop(&mut self, id: &str) {
         let idx = self.servers.remove(id).expect("running server");
         self.lab.stop(idx);
@@ -307,15 +315,7 @@ fn netns_source_hash_keeps_a_client_on_its_server_while_that_server_is_up() {
     let Some(mut p) = PoolLab::new("pool-hash") else {
         return;
     };
-    for id in ["s1", "s2", "s3"] {
-        p.start(id, false);
-    }
-    let servers = format!(
-        "{}{}{}",
-        server("s1", ""),
-        server("s2", ""),
-        server("s3", "")
-    );
+    let servers = p.start_three();
     p.gateway(&route(
         &servers,
         "      balance: source_hash\n      health_check: { interval_ms: 200, timeout_ms: 100, fall: 1, rise: 1 }\n",
@@ -363,15 +363,7 @@ fn netns_a_server_stopped_during_churn_refuses_no_connection_and_rejoins_after_r
     let Some(mut p) = PoolLab::new("pool-failover") else {
         return;
     };
-    for id in ["s1", "s2", "s3"] {
-        p.start(id, false);
-    }
-    let servers = format!(
-        "{}{}{}",
-        server("s1", ""),
-        server("s2", ""),
-        server("s3", "")
-    );
+    let servers = p.start_three();
     p.gateway(&route(
         &servers,
         "      health_check: { type: tcp, interval_ms: 1000, timeout_ms: 500, rise: 2, fall: 3 }\n",

@@ -368,6 +368,15 @@ fn inet(b: &Backend) -> Option<SocketAddr> {
 }
 
 impl Probe {
+    /// The shared state of the server at `addr`, if a pool still uses it.
+    fn state_of(&self, addr: SocketAddr) -> Option<Arc<ServerHealth>> {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned()
+    }
+
     async fn probe(&self, addr: SocketAddr) -> Result<(), String> {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -427,13 +436,7 @@ impl Check for Probe {
         metrics::HEALTH_CHECK_DURATION
             .with_label_values(&[kind, if result.is_ok() { "ok" } else { "failed" }])
             .observe(took.as_secs_f64());
-        let state = self
-            .states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&addr)
-            .cloned();
-        if let Some(state) = state {
+        if let Some(state) = self.state_of(addr) {
             state.observe(&addr.to_string(), &result, took);
         }
         result.map_err(|why| {
@@ -444,12 +447,7 @@ impl Check for Probe {
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         let Some(addr) = inet(target) else { return };
         let server = addr.to_string();
-        let state = self
-            .states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&addr)
-            .cloned();
+        let state = self.state_of(addr);
         let why = state
             .as_ref()
             .and_then(|s| s.last_check())
