@@ -61,26 +61,105 @@ pub fn table_with(table: &RouteTable, listeners: &[ListenerConfig], live: &[Rout
     out
 }
 
-/// The table as YAML entries for `gateway.routes`.
+/// One route as `gateway.routes` takes it, for [`yaml`].
+#[derive(Serialize)]
+struct YamlRoute {
+    sni: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    addresses: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_proxy: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    servers: Vec<YamlServer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    health_check: Option<serde_yaml::Value>,
+}
+
+/// One pool server, for [`yaml`].
+#[derive(Serialize)]
+struct YamlServer {
+    address: String,
+    #[serde(skip_serializing_if = "is_one")]
+    weight: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_connections: Option<u32>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    backup: bool,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// A pool's check as its `health_check:` value: `none`, or its settings written out.
+fn check_value(check: Option<snigate_core::pool::HealthCheck>) -> serde_yaml::Value {
+    use serde_yaml::{Mapping, Value};
+    let Some(c) = check else {
+        return Value::from("none");
+    };
+    let mut m = Mapping::new();
+    m.insert("type".into(), c.kind.as_str().into());
+    m.insert("interval_ms".into(), (c.interval.as_millis() as u64).into());
+    m.insert("timeout_ms".into(), (c.timeout.as_millis() as u64).into());
+    m.insert("rise".into(), c.rise.into());
+    m.insert("fall".into(), c.fall.into());
+    Value::Mapping(m)
+}
+
+/// The table as YAML for `gateway.routes`, written by serde_yaml: each route's pattern,
+/// its upstream (with pinned addresses) or its pool, and its PROXY header.
 pub fn yaml(table: &RouteTable) -> String {
-    let mut out = String::from("routes:\n");
-    for r in table.routes() {
-        let _ = write!(
-            out,
-            "  - sni: \"{}\"\n    upstream: \"{}\"\n",
-            r.label, r.upstream
-        );
-        if !r.upstream.pinned.is_empty() {
-            let pins: Vec<String> = r
-                .upstream
-                .pinned_list()
-                .split(", ")
-                .map(|a| format!("\"{a}\""))
-                .collect();
-            let _ = writeln!(out, "    addresses: [{}]", pins.join(", "));
-        }
+    #[derive(Serialize)]
+    struct Routes {
+        routes: Vec<YamlRoute>,
     }
-    out
+    let routes = table
+        .routes()
+        .into_iter()
+        .map(|r| {
+            let pool = r.pool.as_deref();
+            YamlRoute {
+                sni: r.label.to_string(),
+                upstream: pool.is_none().then(|| r.upstream.to_string()),
+                addresses: if r.upstream.pinned.is_empty() || pool.is_some() {
+                    Vec::new()
+                } else {
+                    r.upstream
+                        .pinned_list()
+                        .split(", ")
+                        .map(str::to_owned)
+                        .collect()
+                },
+                send_proxy: r.send_proxy.map(send_proxy_word),
+                servers: pool
+                    .map(|p| {
+                        p.servers
+                            .iter()
+                            .map(|s| YamlServer {
+                                address: s.address(),
+                                weight: s.weight,
+                                max_connections: s.max_connections,
+                                backup: s.backup,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                balance: pool.map(|p| p.balance.as_str()),
+                retries: pool.map(|p| p.retries),
+                health_check: pool.map(|p| check_value(p.health_check)),
+            }
+        })
+        .collect();
+    match serde_yaml::to_string(&Routes { routes }) {
+        Ok(text) => text,
+        Err(e) => format!("# cannot write the routes as YAML: {e}\n"),
+    }
 }
 
 /// Hosts-file lines: every exact route's name at `gateway`. Wildcards cannot be listed name
@@ -412,13 +491,38 @@ mod tests {
     #[test]
     fn yaml_round_trips_through_the_config() {
         let text = yaml(&sample());
-        assert!(text.contains("  - sni: \"pl.test\"\n    upstream: \"pl.test:9092\"\n    addresses: [\"10.0.0.5\"]\n"), "{text}");
+        assert!(
+            text.contains("- sni: pl.test\n  upstream: pl.test:9092\n  addresses:\n  - 10.0.0.5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upstream: '{sni}:{port}'"),
+            "placeholders are quoted: {text}"
+        );
         let config = format!(
             "gateway:\n  listeners:\n    - name: k\n      address: 127.0.0.1:1\n  {}",
             text.replace('\n', "\n  ")
         );
         let parsed = snigate_core::config::Config::from_yaml(&config).unwrap();
         assert_eq!(parsed.gateway.routes.len(), 3);
+    }
+
+    #[test]
+    fn pools_round_trip_through_the_yaml() {
+        let config = "gateway:\n  listeners:\n    - name: k\n      address: 127.0.0.1:1\n  routes:\n    - sni: \"*.kube.example.test\"\n      servers:\n        - address: 127.0.8.1:443\n        - address: kube-2.example.test:443\n          weight: 2\n          max_connections: 9\n        - address: 127.0.8.9:443\n          backup: true\n      balance: source_hash\n      retries: 1\n      health_check: { type: tls, rise: 4 }\n    - sni: one.example.test\n      servers:\n        - address: 127.0.8.1:443\n      health_check: none\n";
+        let first = snigate_core::config::Config::from_yaml(config).unwrap();
+        let text = yaml(&first.gateway.routes);
+        let again = snigate_core::config::Config::from_yaml(&format!(
+            "gateway:\n  listeners:\n    - name: k\n      address: 127.0.0.1:1\n  {}",
+            text.replace('\n', "\n  ")
+        ))
+        .unwrap();
+        for name in ["a.kube.example.test", "one.example.test"] {
+            let pool = |c: &snigate_core::config::Config| {
+                c.gateway.routes.lookup(name).unwrap().pool.clone().unwrap()
+            };
+            assert_eq!(pool(&first), pool(&again), "{name}:\n{text}");
+        }
     }
 
     #[test]
