@@ -94,12 +94,18 @@ impl PoolLab {
         self.servers.insert(id.to_owned(), idx);
     }
 
-    /// Starts s1, s2 and s3; returns them as a pool's `servers:` items of equal weight.
-    fn start_three(&mut self) -> String {
+    /// Starts s1, s2 and s3; returns them as a pool's `servers:` items, with `third`'s
+    /// keys (YAML lines) on s3.
+    fn start_three(&mut self, third: &str) -> String {
         for id in ["s1", "s2", "s3"] {
             self.start(id, false);
         }
-        ["s1", "s2", "s3"].map(|id| server(id, "")).concat()
+        format!(
+            "{}{}{}",
+            server("s1", ""),
+            server("s2", ""),
+            server("s3", third)
+        )
     }
 
     fn stop(&mut self, id: &str) {
@@ -149,6 +155,24 @@ impl PoolLab {
         let (ok, out) = self.lab.run(ns, 120, &args);
         assert!(ok, "pool-client failed:\n{out}");
         parse_clients(&out)
+    }
+
+    /// Starts `pool-client` from the client namespace without waiting, logging to
+    /// `NAME.log`; returns its index and log path.
+    fn clients_in_background(&mut self, name: &str, extra: &[&str]) -> (usize, PathBuf) {
+        let dir = self.certs.display().to_string();
+        let target = format!("{GATEWAY_IP}:443");
+        let mut args = vec![
+            "pool-client",
+            "--target",
+            &target,
+            "--name",
+            NAME,
+            "--dir",
+            &dir,
+        ];
+        args.extend_from_slice(extra);
+        self.lab.client(name, &args)
     }
 
     /// `/routes?format=json`, the pool route's servers by address.
@@ -231,15 +255,7 @@ fn netns_round_robin_follows_the_weights_and_least_connections_evens_out_open_co
     let Some(mut p) = PoolLab::new("pool-spread") else {
         return;
     };
-    for id in ["s1", "s2", "s3"] {
-        p.start(id, false);
-    }
-    let servers = format!(
-        "{}{}{}",
-        server("s1", ""),
-        server("s2", ""),
-        server("s3", "          weight: 2\n")
-    );
+    let servers = p.start_three("          weight: 2\n");
     p.gateway(&route(&servers, ""));
     let (served, failed, out) = p.clients(None, &["--count", "40", "--rate", "40"]);
     assert_eq!(failed, 0, "{out}");
@@ -266,25 +282,9 @@ fn netns_round_robin_follows_the_weights_and_least_connections_evens_out_open_co
         server("s3", "")
     );
     p.gateway(&route(&servers, "      balance: least_connections\n"));
-    let dir = p.certs.display().to_string();
-    let target = format!("{GATEWAY_IP}:443");
-    let (idx, log) = p.lab.client(
+    let (idx, log) = p.clients_in_background(
         "held",
-        &[
-            "pool-client",
-            "--target",
-            &target,
-            "--name",
-            NAME,
-            "--dir",
-            &dir,
-            "--count",
-            "12",
-            "--rate",
-            "40",
-            "--hold-ms",
-            "4000",
-        ],
+        &["--count", "12", "--rate", "40", "--hold-ms", "4000"],
     );
     let start = Instant::now();
     let open = loop {
@@ -315,7 +315,7 @@ fn netns_source_hash_keeps_a_client_on_its_server_while_that_server_is_up() {
     let Some(mut p) = PoolLab::new("pool-hash") else {
         return;
     };
-    let servers = p.start_three();
+    let servers = p.start_three("");
     p.gateway(&route(
         &servers,
         "      balance: source_hash\n      health_check: { interval_ms: 200, timeout_ms: 100, fall: 1, rise: 1 }\n",
@@ -363,29 +363,12 @@ fn netns_a_server_stopped_during_churn_refuses_no_connection_and_rejoins_after_r
     let Some(mut p) = PoolLab::new("pool-failover") else {
         return;
     };
-    let servers = p.start_three();
+    let servers = p.start_three("");
     p.gateway(&route(
         &servers,
         "      health_check: { type: tcp, interval_ms: 1000, timeout_ms: 500, rise: 2, fall: 3 }\n",
     ));
-    let dir = p.certs.display().to_string();
-    let target = format!("{GATEWAY_IP}:443");
-    let (idx, log) = p.lab.client(
-        "churn",
-        &[
-            "pool-client",
-            "--target",
-            &target,
-            "--name",
-            NAME,
-            "--dir",
-            &dir,
-            "--count",
-            "600",
-            "--rate",
-            "100",
-        ],
-    );
+    let (idx, log) = p.clients_in_background("churn", &["--count", "600", "--rate", "100"]);
     // Stop s2 once the churn is under way: the first connects to it fail over to the
     // others at once, and then the passive check takes it out.
     let start = Instant::now();
@@ -478,15 +461,7 @@ fn netns_backups_take_over_only_when_every_primary_is_down_and_full_pools_refuse
     let Some(mut p) = PoolLab::new("pool-backup") else {
         return;
     };
-    for id in ["s1", "s2", "s3"] {
-        p.start(id, false);
-    }
-    let servers = format!(
-        "{}{}{}",
-        server("s1", ""),
-        server("s2", ""),
-        server("s3", "          backup: true\n")
-    );
+    let servers = p.start_three("          backup: true\n");
     p.gateway(&route(
         &servers,
         "      health_check: { interval_ms: 300, timeout_ms: 200, rise: 1, fall: 2 }\n",
@@ -558,25 +533,9 @@ fn netns_a_reload_changes_the_pool_and_servers_that_stay_keep_their_state_and_co
     p.stop("s2");
     p.wait_state(ROUTE, "s2", "down");
     // Two connections held on s1 across the reload.
-    let dir = p.certs.display().to_string();
-    let target = format!("{GATEWAY_IP}:443");
-    let (idx, log) = p.lab.client(
+    let (idx, log) = p.clients_in_background(
         "held",
-        &[
-            "pool-client",
-            "--target",
-            &target,
-            "--name",
-            NAME,
-            "--dir",
-            &dir,
-            "--count",
-            "2",
-            "--rate",
-            "20",
-            "--hold-ms",
-            "3000",
-        ],
+        &["--count", "2", "--rate", "20", "--hold-ms", "3000"],
     );
     let open = |p: &PoolLab, id: &str| {
         p.servers_json()[&format!("{ROUTE} {}", server_addr(id))]["open_connections"]

@@ -2,26 +2,18 @@
 //! verifies the server's certificate for the name it asked for, then closes it. It counts
 //! every connection that was refused, reset, timed out or failed to verify.
 
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Opens `rate` connections per second to `target` for `seconds`, with SNI `name`.
 pub async fn churn(target: &str, name: &str, ca: &str, rate: u32, seconds: u64) -> Result<()> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(ca)?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
+    let connector = crate::pki::connector(std::path::Path::new(ca))?;
     let server = ServerName::try_from(name.to_owned())?;
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();

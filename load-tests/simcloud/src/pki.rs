@@ -85,3 +85,18 @@ fn make(domain: &str) -> Result<(Pki, String, String), Box<dyn std::error::Error
         leaf_key.serialize_pem(),
     ))
 }
+
+/// A TLS client that trusts only the CA certificate in the PEM file at `ca`.
+pub fn connector(
+    ca: &std::path::Path,
+) -> Result<tokio_rustls::TlsConnector, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca)?)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}

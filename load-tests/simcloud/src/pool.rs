@@ -204,14 +204,7 @@ async fn one(
 /// the refused ones failed before any server's certificate arrived, and the others were cut
 /// after the handshake.
 pub async fn client(run: ClientRun) -> Result<()> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_file(run.dir.join("ca.pem"))?)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = TlsConnector::from(Arc::new(config));
+    let connector = crate::pki::connector(&run.dir.join("ca.pem"))?;
     let known = Arc::new(known_certs(&run.dir)?);
     let run = Arc::new(run);
     let served: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
