@@ -236,6 +236,25 @@ fn netns_the_status_page_shows_routes_counts_and_attention_in_a_browser() {
         assert!(dom.contains(want), "the page lacks {want:?}:\n{dom}");
     }
     assert!(!dom.contains("<script"), "the page has no scripts");
+    // The cluster's secret reaches no page an operator looks at, nor `-t`.
+    for path in ["/", "/routes", "/routes?format=json", "/metrics"] {
+        let body = lab.admin(path).1;
+        assert!(!body.contains("sim-secret"), "{path} shows the secret");
+    }
+    assert!(!dom.contains("sim-secret"));
+    let conf_s = conf.display().to_string();
+    let (ok, out) = lab.run(
+        &lab.gw,
+        20,
+        &["env", "SIM_KEY=sim-key", snigate_bin(), "-t", "-c", &conf_s],
+    );
+    assert!(ok && !out.contains("sim-secret"), "{out}");
+    assert!(
+        !std::fs::read_to_string(lab.path("snigate.log"))
+            .unwrap_or_default()
+            .contains("sim-secret"),
+        "the log shows the secret"
+    );
     assert!(
         !dom.contains("http-equiv=\"refresh\""),
         "no reload unless asked"
