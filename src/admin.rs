@@ -86,8 +86,8 @@ pub struct StatusSource {
     pub listeners: Vec<(String, String)>,
     /// Cluster names.
     pub clusters: Vec<String>,
-    /// The connections' shared state (for the drain).
-    pub shared: Arc<crate::proxy::Shared>,
+    /// The drains in progress, this worker's and its predecessors'.
+    pub drains: Arc<crate::worker::drain::Board>,
 }
 
 impl AdminApp {
@@ -111,24 +111,24 @@ impl AdminApp {
     fn status_page(&self, src: &StatusSource, query: Option<&str>) -> String {
         use crate::status::{self, model};
         let (page, refresh) = status::query(query);
-        let now = std::time::SystemTime::now()
+        let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let drain = if src.shared.drain.started() {
-            format!("draining: {} connections left", src.shared.active())
-        } else {
-            "none".to_owned()
-        };
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = now_ms / 1000;
+        let reports = src.drains.reports();
+        let samples = model::Samples::gather();
+        let (drain, drains, drain_attention) = model::drain_rows(&samples, &reports, now_ms);
         let process = model::ProcessRow {
             version: format!("snigate {}", crate::BUILD),
             uptime: status::uptime(status::STARTED.elapsed().as_secs()),
             worker_pid: std::process::id(),
             drain,
+            drains,
+            drain_attention,
         };
         let table = self.hub.table();
         let store = self.hub.store();
         let errors = crate::discovery::service::last_errors();
-        let samples = model::Samples::gather();
         let built = model::build(
             &samples,
             model::Inputs {

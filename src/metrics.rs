@@ -65,6 +65,17 @@ pub const ROUTE_ACTIVE_CONNECTIONS: &str = "snigate_route_active_connections";
 /// The latency of a route's last successful upstream connect, in seconds, by route.
 pub const ROUTE_LAST_CONNECT_SECONDS: &str = "snigate_route_last_connect_seconds";
 
+/// Workers that stopped accepting and still drain (after an upgrade or a stop).
+pub const DRAINING_WORKERS: &str = "snigate_draining_workers";
+/// Connections the draining workers still hold.
+pub const DRAINING_CONNECTIONS: &str = "snigate_draining_connections";
+/// Age of the oldest drain in progress, in seconds (0 when none).
+pub const DRAIN_OLDEST_SECONDS: &str = "snigate_drain_oldest_seconds";
+/// Connections held by drains past their own grace period.
+pub const DRAIN_OVERDUE_CONNECTIONS: &str = "snigate_drain_overdue_connections";
+/// `grace_period_seconds` of the serving worker.
+pub const GRACE_PERIOD_SECONDS: &str = "snigate_grace_period_seconds";
+
 /// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
 pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
 
@@ -222,6 +233,45 @@ pub static MAX_CONNECTIONS_GAUGE: LazyLock<IntGauge> = LazyLock::new(|| {
     register(defined(IntGauge::new(MAX_CONNECTIONS, help)))
 });
 
+/// See [`DRAINING_WORKERS`].
+pub static DRAINING: LazyLock<IntGauge> = LazyLock::new(|| {
+    let help = "Workers that stopped accepting and still drain (after an upgrade or a stop).";
+    register(defined(IntGauge::new(DRAINING_WORKERS, help)))
+});
+
+/// See [`DRAINING_CONNECTIONS`].
+pub static DRAINING_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    let help = "Connections the draining workers still hold.";
+    register(defined(IntGauge::new(DRAINING_CONNECTIONS, help)))
+});
+
+/// See [`DRAIN_OLDEST_SECONDS`].
+pub static DRAIN_OLDEST: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    let help = "Age of the oldest drain in progress, in seconds (0 when none).";
+    register(defined(prometheus::Gauge::new(DRAIN_OLDEST_SECONDS, help)))
+});
+
+/// See [`DRAIN_OVERDUE_CONNECTIONS`].
+pub static DRAIN_OVERDUE: LazyLock<IntGauge> = LazyLock::new(|| {
+    let help = "Connections held by drains past their own grace period.";
+    register(defined(IntGauge::new(DRAIN_OVERDUE_CONNECTIONS, help)))
+});
+
+/// See [`GRACE_PERIOD_SECONDS`].
+pub static GRACE_PERIOD: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    let help = "grace_period_seconds of the serving worker.";
+    register(defined(prometheus::Gauge::new(GRACE_PERIOD_SECONDS, help)))
+});
+
+/// Sets the drain series from `summary`.
+pub fn set_drains(summary: &snigate_core::drain::DrainSummary) {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    DRAINING.set(int(summary.workers as u64));
+    DRAINING_OPEN.set(int(summary.open));
+    DRAIN_OLDEST.set(summary.oldest_seconds);
+    DRAIN_OVERDUE.set(int(summary.overdue));
+}
+
 /// See [`ROUTE_ACTIVE_CONNECTIONS`].
 pub static ROUTE_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     let help = "Connections open now, by route.";
@@ -322,6 +372,11 @@ pub fn init_process(supervisor: Option<&str>) {
         info.with_label_values(&["supervisor", version, commit])
             .set(1);
     }
+    for gauge in [&DRAINING, &DRAINING_OPEN, &DRAIN_OVERDUE] {
+        LazyLock::force(gauge);
+    }
+    LazyLock::force(&DRAIN_OLDEST);
+    LazyLock::force(&GRACE_PERIOD);
     let process = prometheus::process_collector::ProcessCollector::for_self();
     if let Err(e) = REGISTRY.register(Box::new(process)) {
         log::warn!("process metrics are not available: {e}");

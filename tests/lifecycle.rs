@@ -887,3 +887,79 @@ fn sigterm_on_an_idle_gateway_exits_within_a_second() {
     assert!(!Path::new(&scratch.path("snigate.pid")).exists());
     assert!(!Path::new(&scratch.path("snigate.ctl")).exists());
 }
+
+/// The stable process's answer to `drains`: one `PID:OPEN:SINCE_MS:GRACE_MS` per draining
+/// worker.
+fn drains(dir: &Path) -> String {
+    use std::io::BufRead;
+    let mut s = std::os::unix::net::UnixStream::connect(dir.join("snigate.ctl")).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"drains\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().trim_start_matches("ok").trim().to_owned()
+}
+
+/// After an upgrade the old worker no longer has the admin listener, yet its drain shows on
+/// the new worker's `/metrics` and status page: how many connections it still holds and
+/// for how long. A drain that is stuck past its grace period (here: the old worker is
+/// stopped with SIGSTOP before it can close its connection) is counted as overdue and
+/// marked; once the old worker is gone, so is its drain.
+#[test]
+fn drains_after_an_upgrade_show_on_the_new_worker_and_overdue_ones_are_marked() {
+    let (net, scratch, _up, gw) = echo_gateway("drainview", "grace_period_seconds: 5\n", "");
+    let mut held = open(net.addr(1, 9092), &fixture("openssl.bin"));
+    echo_roundtrip(&mut held, b"held across the upgrade");
+    assert_eq!(gw.metric("snigate_draining_workers", &[]), 0.0);
+    assert_eq!(gw.metric("snigate_grace_period_seconds", &[]), 5.0);
+    let old = gw.worker_pid(&scratch.dir);
+    let (ok, out) = upgrade(&conf(&scratch), &["--worker-only"]);
+    assert!(ok, "{out}\nlog:\n{}", gw.log_text());
+
+    // The old worker reports its drain to the stable process; freeze it right then, so
+    // that its one connection can never close.
+    let start = Instant::now();
+    let report = loop {
+        let d = drains(&scratch.dir);
+        if d.starts_with(&format!("{old}:1:")) {
+            break d;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no drain report from worker {old}: `{d}`"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    kill("STOP", old);
+    assert!(report.ends_with(":5000"), "grace in ms: {report}");
+
+    gw.wait_metric("snigate_draining_workers", &[], 1.0);
+    gw.wait_metric("snigate_draining_connections", &[], 1.0);
+    let page = http_get(gw.admin, "/status").unwrap().1;
+    let line = format!("worker {old}: 1 connections left");
+    assert!(page.contains(&line), "{page}");
+    assert!(page.contains("1 draining, holding 1 connections"), "{page}");
+    assert!(
+        !page.contains("past the grace period"),
+        "a drain within its grace period is marked:\n{page}"
+    );
+
+    // Past its grace period and still holding the connection: overdue, and marked.
+    gw.wait_metric("snigate_drain_overdue_connections", &[], 1.0);
+    assert!(gw.metric("snigate_drain_oldest_seconds", &[]) > 5.0);
+    let page = http_get(gw.admin, "/status").unwrap().1;
+    assert!(page.contains("(past its grace period)"), "{page}");
+    let drain_row = page
+        .split("<tr")
+        .find(|row| row.contains("<th>drain</th>"))
+        .unwrap();
+    assert!(drain_row.contains("class=\"attention\""), "{drain_row}");
+
+    // Gone: the stable process forgets it, and so do the series.
+    kill("KILL", old);
+    gw.wait_metric("snigate_draining_workers", &[], 0.0);
+    gw.wait_metric("snigate_drain_overdue_connections", &[], 0.0);
+    assert_eq!(drains(&scratch.dir), "");
+    let page = http_get(gw.admin, "/status").unwrap().1;
+    assert!(!page.contains(&line), "{page}");
+}

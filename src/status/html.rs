@@ -51,12 +51,21 @@ fn process(out: &mut String, p: &ProcessRow) {
         out,
         "<h2>Process</h2><table id=\"process\"><tr><th>version</th><td>{}</td></tr>\
 <tr><th>uptime</th><td>{}</td></tr><tr><th>worker PID</th><td>{}</td></tr>\
-<tr><th>drain</th><td>{}</td></tr></table>",
+{}<th>drain</th><td class=\"drain\">{}",
         escape(&p.version),
         escape(&p.uptime),
         p.worker_pid,
+        row_open(p.drain_attention),
         escape(&p.drain)
     );
+    if !p.drains.is_empty() {
+        out.push_str("<ul class=\"drains\">");
+        for d in &p.drains {
+            let _ = write!(out, "<li>{}</li>", escape(d));
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</td></tr></table>");
 }
 
 fn listeners(out: &mut String, rows: &[ListenerRow]) {
@@ -198,7 +207,8 @@ routes as JSON at <a href=\"/routes?format=json\">/routes?format=json</a>.</p>",
         ),
     }
     let attention = page.routes.iter().filter(|r| r.attention).count()
-        + page.clusters.iter().filter(|c| c.attention).count();
+        + page.clusters.iter().filter(|c| c.attention).count()
+        + usize::from(page.process.drain_attention);
     if attention > 0 {
         let _ = write!(
             out,

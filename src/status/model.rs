@@ -5,6 +5,7 @@
 use crate::metrics;
 use crate::render::utc;
 use crate::upstream::pool::Pools;
+use snigate_core::drain::DrainReport;
 use snigate_core::outcome::Outcome;
 use snigate_core::routes::{Route, RouteTable};
 use std::collections::HashMap;
@@ -57,6 +58,49 @@ pub struct ProcessRow {
     pub worker_pid: u32,
     /// Whether a drain runs, and what it still holds.
     pub drain: String,
+    /// One line per draining worker.
+    pub drains: Vec<String>,
+    /// A drain holds connections past its grace period.
+    pub drain_attention: bool,
+}
+
+/// The drain rows of [`ProcessRow`]: totals from the drain series (the figures `/metrics`
+/// gives), one line per draining worker from its last report, and whether one is overdue.
+pub fn drain_rows(
+    s: &Samples,
+    reports: &[DrainReport],
+    now_ms: u64,
+) -> (String, Vec<String>, bool) {
+    let workers = s.sum(metrics::DRAINING_WORKERS, &[]);
+    let open = s.sum(metrics::DRAINING_CONNECTIONS, &[]);
+    let overdue = s.sum(metrics::DRAIN_OVERDUE_CONNECTIONS, &[]);
+    let total = if workers == 0.0 {
+        "none".to_owned()
+    } else {
+        let mut t = format!("{workers} draining, holding {open} connections");
+        if overdue > 0.0 {
+            t.push_str(&format!("; {overdue} past the grace period"));
+        }
+        t
+    };
+    let lines = reports
+        .iter()
+        .map(|r| {
+            let age = now_ms.saturating_sub(r.since_ms) / 1000;
+            let late = if r.overdue(now_ms) {
+                " (past its grace period)"
+            } else {
+                ""
+            };
+            format!(
+                "worker {}: {} connections left, draining for {age} s of a {} s grace period{late}",
+                r.pid,
+                r.open,
+                r.grace_ms / 1000
+            )
+        })
+        .collect();
+    (total, lines, overdue > 0.0)
 }
 
 /// One listener.

@@ -9,9 +9,12 @@
 //! | `upgrade EXE<TAB>CONF` | `snigate upgrade --worker-only` | `info …` lines, then `ok …` or `error …` |
 //! | `reexec EXE<TAB>CONF` | `snigate upgrade` | the same |
 //! | `status` | anyone | `ok supervisor=PID current=PID workers=PID,PID version=V commit=C` |
+//! | `draining PID:OPEN:SINCE_MS:GRACE_MS` | a draining worker, once a second | none |
+//! | `drains` | the serving worker, once a second | `ok` and one `PID:OPEN:SINCE_MS:GRACE_MS` per draining worker |
 //!
 //! An empty `EXE` means the binary at the stable process's own path.
 
+use snigate_core::drain::DrainReport;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -55,6 +58,10 @@ pub enum Request {
     },
     /// Who is running.
     Status,
+    /// A worker that stopped accepting reports its drain.
+    Draining(DrainReport),
+    /// Every drain in progress, as last reported.
+    Drains,
 }
 
 impl Request {
@@ -77,6 +84,8 @@ impl Request {
                 })
             }
             "status" => Some(Request::Status),
+            "draining" => DrainReport::parse(rest.trim()).map(Request::Draining),
+            "drains" => Some(Request::Drains),
             _ => None,
         }
     }
@@ -98,6 +107,8 @@ impl Request {
                 format!("{verb} {exe}\t{}\n", conf.display())
             }
             Request::Status => "status\n".to_owned(),
+            Request::Draining(r) => format!("draining {}\n", r.field()),
+            Request::Drains => "drains\n".to_owned(),
         }
     }
 }
@@ -168,6 +179,14 @@ pub fn tell(socket: &Path, request: &Request) -> std::io::Result<()> {
     s.write_all(request.line().as_bytes())
 }
 
+/// The drains in an answer to [`Request::Drains`]; fields that do not parse are skipped.
+pub fn parse_drains(answer: &str) -> Vec<DrainReport> {
+    answer
+        .split_whitespace()
+        .filter_map(DrainReport::parse)
+        .collect()
+}
+
 /// Sends a request and reads its answer: each `info` line goes to `progress`; the final
 /// `ok` line's text is returned as `Ok`, an `error` line's as `Err`.
 pub fn ask(
@@ -230,6 +249,13 @@ mod tests {
                 conf: "/etc/snigate/snigate.yaml".into(),
             },
             Request::Status,
+            Request::Draining(DrainReport {
+                pid: 10,
+                open: 3,
+                since_ms: 1_765_000_000_000,
+                grace_ms: 30_000,
+            }),
+            Request::Drains,
         ];
         for r in all {
             let line = r.line();
@@ -238,6 +264,7 @@ mod tests {
         assert_eq!(Request::parse("ready x"), None);
         assert_eq!(Request::parse("upgrade /bin/x"), None);
         assert_eq!(Request::parse("reboot"), None);
+        assert_eq!(Request::parse("draining 1:2:3"), None);
         assert_eq!(
             socket_path(Path::new("/run/snigate/snigate.pid")),
             Path::new("/run/snigate/snigate.ctl")

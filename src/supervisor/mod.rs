@@ -261,7 +261,7 @@ async fn control_connection(mut stream: UnixStream, tx: mpsc::UnboundedSender<Ev
     };
     let answered = matches!(
         request,
-        Request::Upgrade { .. } | Request::Reexec { .. } | Request::Status
+        Request::Upgrade { .. } | Request::Reexec { .. } | Request::Status | Request::Drains
     );
     let _ = tx.send(Event::Control(request, answered.then_some(reply)));
 }

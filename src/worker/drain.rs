@@ -3,23 +3,47 @@
 //! `grace_period_seconds` (see `snigate_core::drain`), and the process exits as soon as
 //! the last one is gone (and, for a worker whose stable process died, once its listening
 //! sockets have been handed to a successor: see [`super::orphan`]).
+//!
+//! A draining worker no longer has the admin listener, so [`Exit`] reports the drain to
+//! the stable process once a second, and the serving worker's [`Watch`] asks it for every
+//! drain in progress, for `/metrics` and the status page (rules in `snigate_core::drain`).
 
+use crate::metrics;
 use crate::proxy::Shared;
+use crate::supervisor::control::{self, Request};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use snigate_core::drain::close_after;
+use snigate_core::drain::{close_after, DrainReport, DrainSummary};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How often a draining worker reports, and the serving worker asks.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// When a drain started, and how many connections were open then.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    start: Instant,
+    open: usize,
+    since_ms: u64,
+}
 
 /// The drain's schedule, shared by every connection.
 #[derive(Debug)]
 pub struct Drain {
     grace: Duration,
-    /// When the drain started, and how many connections were open then.
-    plan: OnceLock<(Instant, usize)>,
+    plan: OnceLock<Plan>,
     turns: AtomicUsize,
     /// Listening sockets are held for a successor: do not exit yet.
     holding: AtomicBool,
@@ -68,7 +92,22 @@ impl Drain {
 
     /// The drain's start and its connection count, fixed by the first caller.
     fn plan(&self, open: impl FnOnce() -> usize) -> (Instant, usize) {
-        *self.plan.get_or_init(|| (Instant::now(), open()))
+        let plan = self.plan.get_or_init(|| Plan {
+            start: Instant::now(),
+            open: open(),
+            since_ms: unix_ms(),
+        });
+        (plan.start, plan.open)
+    }
+
+    /// This process's drain with `open` connections left, once it has started.
+    pub fn report(&self, open: usize) -> Option<DrainReport> {
+        self.plan.get().map(|plan| DrainReport {
+            pid: std::process::id(),
+            open: open as u64,
+            since_ms: plan.since_ms,
+            grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
+        })
     }
 
     /// Resolves when the connection calling it should close: after the shutdown, at its
@@ -81,15 +120,33 @@ impl Drain {
     }
 }
 
-/// Background service that ends the process once a shutdown has drained every connection.
+/// Background service that ends the process once a shutdown has drained every connection,
+/// reporting the drain to the stable process at `control` meanwhile.
 pub struct Exit {
     shared: Arc<Shared>,
+    control: Option<PathBuf>,
 }
 
 impl Exit {
-    /// Watches `shared`'s open connections.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Exit { shared }
+    /// Watches `shared`'s open connections; reports to `control` when there is one.
+    pub fn new(shared: Arc<Shared>, control: Option<PathBuf>) -> Self {
+        Exit { shared, control }
+    }
+
+    /// Tells the stable process how the drain stands, off the runtime's threads; a stable
+    /// process that is gone (see [`super::orphan`]) just hears nothing.
+    fn report(&self) {
+        let (Some(control), Some(report)) = (
+            self.control.clone(),
+            self.shared.drain.report(self.shared.active()),
+        ) else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = control::tell(&control, &Request::Draining(report)) {
+                log::debug!("cannot report the drain to the stable process: {e}");
+            }
+        });
     }
 }
 
@@ -104,7 +161,12 @@ impl BackgroundService for Exit {
             drain.grace()
         );
         let deadline = start + drain.grace() + Duration::from_secs(2);
+        let mut next_report = Instant::now();
         loop {
+            if Instant::now() >= next_report {
+                self.report();
+                next_report += REPORT_EVERY;
+            }
             let open = self.shared.active();
             let holding = drain.holds_for_successor();
             if open == 0 && !holding {
@@ -124,6 +186,81 @@ impl BackgroundService for Exit {
         crate::access_log::flush();
         log::logger().flush();
         std::process::exit(0);
+    }
+}
+
+/// The drains in progress, as the serving worker last heard of them.
+#[derive(Debug, Default)]
+pub struct Board(Mutex<Vec<DrainReport>>);
+
+impl Board {
+    /// The last reports, by pid.
+    pub fn reports(&self) -> Vec<DrainReport> {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn set(&self, reports: Vec<DrainReport>) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = reports;
+        }
+    }
+}
+
+/// Background service of the serving worker: once a second, asks the stable process at
+/// `control` for every drain in progress, adds this worker's own, keeps them on the board
+/// and sets the drain metrics.
+pub struct Watch {
+    shared: Arc<Shared>,
+    control: Option<PathBuf>,
+    board: Arc<Board>,
+}
+
+impl Watch {
+    /// Watches drains for `shared`'s worker, through `control` when there is one.
+    pub fn new(shared: Arc<Shared>, control: Option<PathBuf>, board: Arc<Board>) -> Self {
+        Watch {
+            shared,
+            control,
+            board,
+        }
+    }
+
+    async fn poll(&self) -> Vec<DrainReport> {
+        let mut reports = match self.control.clone() {
+            Some(control) => tokio::task::spawn_blocking(move || {
+                control::ask(&control, &Request::Drains, REPORT_EVERY, |_| {})
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|answer| answer)
+            .map(|answer| control::parse_drains(&answer))
+            .unwrap_or_else(|e| {
+                log::debug!("cannot ask the stable process for drains: {e}");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        reports.retain(|r| r.pid != std::process::id());
+        reports.extend(self.shared.drain.report(self.shared.active()));
+        reports.sort_by_key(|r| r.since_ms);
+        reports
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Watch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        metrics::GRACE_PERIOD.set(self.shared.drain.grace().as_secs_f64());
+        loop {
+            let reports = self.poll().await;
+            let summary = DrainSummary::of(&reports, unix_ms());
+            metrics::set_drains(&summary);
+            self.board.set(reports);
+            tokio::select! {
+                _ = tokio::time::sleep(REPORT_EVERY) => {}
+                _ = stopped(&mut shutdown) => return,
+            }
+        }
     }
 }
 

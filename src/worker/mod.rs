@@ -194,6 +194,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
             Arc::new(Handler::new(l.clone(), shared.clone()))
         })
         .collect();
+    let drains = Arc::new(drain::Board::default());
     let readiness = Arc::new(Readiness::default());
     if control.is_some() {
         readiness.expect_announcement();
@@ -210,7 +211,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
                 .map(|l| (l.name.clone(), l.address.to_string()))
                 .collect(),
             clusters: gateway.clusters.iter().map(|c| c.name.clone()).collect(),
-            shared: shared.clone(),
+            drains: drains.clone(),
         });
         let mut service = Service::new("admin".to_owned(), app);
         service.add_tcp(&addr.to_string());
@@ -220,7 +221,11 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     server.add_service(background_service("readiness", notifier));
     server.add_service(background_service(
         "drain",
-        drain::Exit::new(shared.clone()),
+        drain::Exit::new(shared.clone(), control.clone()),
+    ));
+    server.add_service(background_service(
+        "drain watch",
+        drain::Watch::new(shared.clone(), control.clone(), drains),
     ));
     server.add_service(background_service("access log", crate::access_log::Flusher));
     server.add_service(background_service(

@@ -17,7 +17,8 @@ use crate::process::{
     block_handled_signals, exited, kill, pidfd_open, reap, someone_listens_on, HandledSignals, Sig,
 };
 use crate::BUILD;
-use std::collections::BTreeSet;
+use snigate_core::drain::DrainReport;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -93,6 +94,8 @@ pub struct Workers {
     restart_at: Option<Instant>,
     restart_pause: Duration,
     exit_code: Option<i32>,
+    /// Draining workers' last reports (they send one a second until they exit).
+    drains: BTreeMap<u32, DrainReport>,
 }
 
 impl Workers {
@@ -110,6 +113,7 @@ impl Workers {
             restart_at: None,
             restart_pause: FIRST_RESTART_PAUSE,
             exit_code: None,
+            drains: BTreeMap::new(),
         }
     }
 
@@ -503,6 +507,19 @@ impl Workers {
                 }
             }
             Request::Ready(pid) => self.on_ready(pid),
+            Request::Draining(report) => {
+                // Only a live worker that no longer serves drains; anything else is stale.
+                if self.alive.contains(&report.pid) && Some(report.pid) != self.current {
+                    self.drains.insert(report.pid, report);
+                }
+            }
+            Request::Drains => {
+                if let Some(r) = reply {
+                    let fields: Vec<String> =
+                        self.drains.values().map(DrainReport::field).collect();
+                    r.ok(&fields.join(" "));
+                }
+            }
         }
     }
 
@@ -626,6 +643,7 @@ impl Workers {
 
     fn on_exit(&mut self, pid: u32, status: std::io::Result<ExitStatus>) {
         self.alive.remove(&pid);
+        self.drains.remove(&pid);
         let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
         if let Some((u, kind)) = self.upgrade.take_if(|(u, _)| u.pid == pid) {
             if !self.stopping {
