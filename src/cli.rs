@@ -140,6 +140,9 @@ pub fn run(cli: Cli) -> i32 {
                     return 1;
                 }
             }
+            for w in &config.gateway.warnings {
+                eprintln!("snigate: warning: config {path}: {w}");
+            }
             println!(
                 "snigate: config {path} is valid: {} listeners, {} routes, {} discovered clusters",
                 config.gateway.listeners.len(),

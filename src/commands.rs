@@ -122,7 +122,7 @@ fn effective_table(config: &Config, discover: bool) -> Result<RouteTable, Comman
         .build()
         .map_err(CommandError::Runtime)?;
     for c in &gw.clusters {
-        let source = Box::new(KafkaSource::new(c.clone()));
+        let source = Box::new(KafkaSource::new(c.clone(), gw.egress_proxy.clone()));
         let service = ClusterService::new(c.clone(), hub.clone(), source);
         runtime
             .block_on(service.refresh(true))

@@ -76,6 +76,21 @@ pub const DRAIN_OVERDUE_CONNECTIONS: &str = "snigate_drain_overdue_connections";
 /// `grace_period_seconds` of the serving worker.
 pub const GRACE_PERIOD_SECONDS: &str = "snigate_grace_period_seconds";
 
+/// Tunnels asked of an egress proxy, by proxy and result (`ok`, `auth_failed`, `refused`,
+/// `bad_answer`, `timeout`, `unreachable`).
+pub const EGRESS_PROXY_CONNECTIONS_TOTAL: &str = "snigate_egress_proxy_connections_total";
+/// How long an egress proxy took to answer a tunnel request, in seconds, by proxy.
+pub const EGRESS_PROXY_ANSWER_SECONDS: &str = "snigate_egress_proxy_answer_seconds";
+/// Results of a tunnel request, as labelled in [`EGRESS_PROXY_CONNECTIONS_TOTAL`].
+pub const EGRESS_RESULTS: [&str; 6] = [
+    "ok",
+    "auth_failed",
+    "refused",
+    "bad_answer",
+    "timeout",
+    "unreachable",
+];
+
 /// Outcomes of a metadata refresh, as labelled in [`CLUSTER_REFRESHES_TOTAL`].
 pub const REFRESH_OUTCOMES: [&str; 3] = ["ok", "failed", "partial"];
 
@@ -232,6 +247,33 @@ pub static MAX_CONNECTIONS_GAUGE: LazyLock<IntGauge> = LazyLock::new(|| {
     let help = "gateway.max_connections: the most connections open at once, across listeners.";
     register(defined(IntGauge::new(MAX_CONNECTIONS, help)))
 });
+
+/// See [`EGRESS_PROXY_CONNECTIONS_TOTAL`].
+pub static EGRESS_PROXY_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        EGRESS_PROXY_CONNECTIONS_TOTAL,
+        "Tunnels asked of an egress proxy, by proxy and result.",
+        &["proxy", "result"],
+    )
+});
+
+/// See [`EGRESS_PROXY_ANSWER_SECONDS`].
+pub static EGRESS_PROXY_ANSWER: LazyLock<HistogramVec> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        EGRESS_PROXY_ANSWER_SECONDS,
+        "How long an egress proxy took to answer a tunnel request, in seconds.",
+    )
+    .buckets(defined(exponential_buckets(0.0005, 2.0, 16)));
+    register(defined(HistogramVec::new(opts, &["proxy"])))
+});
+
+/// Creates a proxy's series at zero.
+pub fn init_egress_proxy(label: &str) {
+    for result in EGRESS_RESULTS {
+        EGRESS_PROXY_CONNECTIONS.with_label_values(&[label, result]);
+    }
+    EGRESS_PROXY_ANSWER.with_label_values(&[label]);
+}
 
 /// See [`DRAINING_WORKERS`].
 pub static DRAINING: LazyLock<IntGauge> = LazyLock::new(|| {

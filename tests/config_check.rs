@@ -88,6 +88,12 @@ fn invalid_configs_fail_with_a_message_that_names_the_problem() {
                 path.display()
             );
         }
+        // The proxy passwords written in the egress fixtures.
+        assert!(
+            !text.contains("hunter2"),
+            "{} echoed a proxy password: {text}",
+            path.display()
+        );
         assert!(
             text.contains(expect),
             "{}: want `{expect}` in: {text}",
@@ -116,4 +122,20 @@ fn missing_file_is_a_clear_error() {
     let (ok, text) = check(Path::new("/nonexistent/snigate.yaml"));
     assert!(!ok);
     assert!(text.contains("cannot read config file"), "{text}");
+}
+
+/// A proxy password written in the file is accepted, with a warning that says how to fix
+/// it and does not show it.
+#[test]
+fn a_literal_proxy_password_is_accepted_with_a_warning_that_hides_it() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/valid/egress.yaml");
+    let (ok, text) = check(&path);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: config")
+            && text.contains("gateway.egress_proxy: the proxy password is written in the file"),
+        "{text}"
+    );
+    assert!(!text.contains("literal-Pa55"), "{text}");
 }

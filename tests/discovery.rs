@@ -6,7 +6,6 @@ mod common;
 
 use common::lab::*;
 use common::*;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Runs a snigate subcommand in the gateway namespace; returns (success, output).
@@ -18,37 +17,6 @@ fn snigate_cmd(lab: &Lab, args: &[&str]) -> (bool, String) {
 
 fn metric(lab: &Lab, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(&lab.admin("/metrics").1, name, labels)
-}
-
-/// A client TLS session to `name` through the gateway, held open until dropped.
-fn hold_connection(lab: &mut Lab, name: &str) -> usize {
-    let ca = lab.cloud_dir().join("ca.pem").display().to_string();
-    let cl = lab.cl.clone();
-    let mut c = lab.cmd(
-        &cl,
-        &[
-            "openssl",
-            "s_client",
-            "-quiet",
-            "-connect",
-            &format!("{name}:9092"),
-            "-servername",
-            name,
-            "-CAfile",
-            &ca,
-        ],
-    );
-    let child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.procs.push(Proc {
-        child,
-        what: format!("held session to {name}"),
-    });
-    lab.procs.len() - 1
 }
 
 /// Watches, in the background, for the in-grace gauge to count one route.
@@ -125,7 +93,7 @@ fn netns_discovery_follows_broker_changes_without_dropping_connections() {
     for i in 0..3 {
         assert!(out.contains(&format!("at {}:9092", broker(i))), "{out}");
     }
-    let held = hold_connection(&mut lab, &broker(0));
+    let held = lab.hold_session(&broker(0));
     let (ok, out) = lab.tls_verifies(&broker(0));
     assert!(ok, "{out}");
 
@@ -314,7 +282,7 @@ fn netns_reload_upgrade_hands_over_to_a_new_process_on_a_route_change() {
         "  reload: upgrade\n",
     );
     let gw = lab.start_gateway(&conf);
-    let held = hold_connection(&mut lab, &broker(0));
+    let held = lab.hold_session(&broker(0));
 
     lab.control(&format!("add 4 {}", BROKER_IPS[3]));
     // The new process logs to the same file: a second bootstrap, then it serves the route.

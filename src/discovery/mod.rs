@@ -11,3 +11,4 @@ pub mod hub;
 pub mod kafka;
 pub mod service;
 pub mod source;
+pub mod tunnel;

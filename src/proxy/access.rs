@@ -53,6 +53,14 @@ pub struct Record<'a> {
     pub server: Option<Arc<str>>,
     /// How long the upstream connect took.
     pub connect_ms: Option<u64>,
+    /// The egress proxy that carried it (its label, never its credentials).
+    pub proxy: Option<Arc<str>>,
+    /// The egress proxy's address.
+    pub proxy_addr: Option<SocketAddr>,
+    /// How long the proxy took to answer.
+    pub proxy_ms: Option<u64>,
+    /// The proxy's answer: `ok`, an HTTP status, `socks5:N`, or what happened instead.
+    pub proxy_reply: Option<String>,
     /// Bytes from the client to the upstream, the hello included.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -80,6 +88,10 @@ impl<'a> Record<'a> {
             upstream_addr: None,
             server: None,
             connect_ms: None,
+            proxy: None,
+            proxy_addr: None,
+            proxy_ms: None,
+            proxy_reply: None,
             bytes_up: 0,
             bytes_down: 0,
             started: Instant::now(),
@@ -117,7 +129,13 @@ impl<'a> Record<'a> {
         );
         access_log::write(
             self.outcome,
-            &self.fields(&client, &addr, &target, duration),
+            &self.fields(
+                &client,
+                &addr,
+                &self.proxy_addr.map(|a| a.to_string()),
+                &target,
+                duration,
+            ),
         );
     }
 
@@ -125,6 +143,7 @@ impl<'a> Record<'a> {
         &'f self,
         client: &'f Option<String>,
         addr: &'f Option<String>,
+        proxy_addr: &'f Option<String>,
         target: &'f Option<String>,
         duration_ms: u64,
     ) -> Vec<(&'f str, Value<'f>)> {
@@ -143,6 +162,14 @@ impl<'a> Record<'a> {
         ];
         if let Some(server) = &self.server {
             fields.push(("server", text(Some(server))));
+        }
+        if let Some(proxy) = &self.proxy {
+            fields.push(("proxy", text(Some(proxy))));
+            fields.push(("proxy_addr", text(proxy_addr.as_deref())));
+            fields.push(("proxy_reply", text(self.proxy_reply.as_deref())));
+            if let Some(ms) = self.proxy_ms {
+                fields.push(("proxy_ms", Value::Number(ms)));
+            }
         }
         fields.push(("bytes_up", Value::Number(self.bytes_up)));
         fields.push(("bytes_down", Value::Number(self.bytes_down)));
@@ -168,9 +195,11 @@ impl<'a> Record<'a> {
             .route
             .as_ref()
             .map(|r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port));
+        let proxy_addr = self.proxy_addr.map(|a| a.to_string());
         let fields = self.fields(
             &client,
             &addr,
+            &proxy_addr,
             &target,
             self.started.elapsed().as_millis() as u64,
         );

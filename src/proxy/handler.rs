@@ -305,14 +305,54 @@ impl Handler {
             return None;
         };
         let route_series = self.metrics.connections.route(&route.label);
-        // Pools, and discovered brokers (each a pool of one, for its health check).
-        let pool = if route.pool.is_some() || route.kind == RouteKind::Broker {
+        let proxy = route.egress.resolve(self.shared.egress.as_ref()).cloned();
+        // Pools, and discovered brokers (each a pool of one, for its health check), when
+        // they are reached directly.
+        let pool = if proxy.is_none() && (route.pool.is_some() || route.kind == RouteKind::Broker) {
             self.shared.routes.pools.get(&route.label)
         } else {
             None
         };
-        let connected = match pool {
-            Some(pool) => pool
+        let mut early = Vec::new();
+        let connected = match (pool, proxy) {
+            (None, Some(proxy)) => {
+                rec.proxy = Some(proxy.label.clone());
+                let tunnel = match route.upstream.host_for(rec.sni.as_deref()) {
+                    Some(host) => {
+                        let port = route.upstream.port_for(local_port);
+                        upstream::egress::tunnel(
+                            &proxy,
+                            host,
+                            port,
+                            limits.connect_timeout,
+                            &self.shared.loop_guard,
+                        )
+                        .await
+                    }
+                    None => Err(upstream::ConnectError::NoHost),
+                };
+                match &tunnel {
+                    Ok(t) => {
+                        rec.proxy_ms = Some(t.answer.as_millis() as u64);
+                        rec.proxy_reply = Some("ok".into());
+                        upstream::egress::count(&proxy, Ok(t.answer));
+                    }
+                    Err(upstream::ConnectError::Proxy(e)) => {
+                        rec.proxy_reply = Some(e.reply());
+                        upstream::egress::count(&proxy, Err(e));
+                    }
+                    Err(_) => {}
+                }
+                tunnel.map(|t| {
+                    early = t.early;
+                    upstream::Connected {
+                        stream: t.stream,
+                        addr: t.proxy_addr,
+                        elapsed: t.elapsed,
+                    }
+                })
+            }
+            (Some(pool), _) => pool
                 .connect(
                     rec.client.map(|c| c.ip()),
                     limits.connect_timeout,
@@ -324,7 +364,7 @@ impl Handler {
                     *lease = Some(held);
                     c
                 }),
-            None => {
+            (None, None) => {
                 upstream::connect(
                     &route.upstream,
                     rec.sni.as_deref(),
@@ -359,8 +399,20 @@ impl Handler {
         route_series
             .last_connect
             .set(connected.elapsed.as_secs_f64());
-        rec.upstream_addr = Some(connected.addr);
+        if rec.proxy.is_some() {
+            rec.proxy_addr = Some(connected.addr);
+        } else {
+            rec.upstream_addr = Some(connected.addr);
+        }
         let mut upstream_io: TcpStream = connected.stream;
+        if let Err(e) = client_io.write_all(&early).await {
+            rec.closed_by = Some(Closer::Client);
+            rec.end(
+                Outcome::RelayError,
+                format!("cannot pass on the upstream's first bytes: {e}"),
+            );
+            return None;
+        }
 
         let hello_bytes = &buf[start.min(buf.len())..];
         let written = match send_proxy {

@@ -47,6 +47,8 @@ pub struct Shared {
     pub drain: Drain,
     /// Refuses upstreams that are this gateway's own listeners.
     pub loop_guard: LoopGuard,
+    /// The gateway's `egress_proxy`, for routes that do not set their own.
+    pub egress: Option<Arc<snigate_core::egress::EgressProxy>>,
     /// SNIs whose loop has been logged (once each).
     loops_logged: Mutex<HashSet<String>>,
     live: ArcSwap<Live>,
@@ -54,6 +56,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The same, with the gateway's egress proxy.
+    pub fn with_egress(mut self, proxy: Option<Arc<snigate_core::egress::EgressProxy>>) -> Self {
+        if let Some(p) = &proxy {
+            metrics::init_egress_proxy(&p.label);
+        }
+        self.egress = proxy;
+        self
+    }
+
     /// Builds the shared state; `grace` is how long a drain may take.
     pub fn new(
         limits: Limits,
@@ -67,6 +78,7 @@ impl Shared {
             routes,
             drain: Drain::new(grace),
             loop_guard: LoopGuard::new(own),
+            egress: None,
             loops_logged: Mutex::default(),
             live: ArcSwap::from_pointee(Live::new(limits, listeners)),
             active: AtomicUsize::new(0),

@@ -3,7 +3,9 @@
 //!
 //! - [`pool`]: routes with `servers:`, their selection, failover and limits.
 //! - [`health`]: the active and passive checks of pool servers.
+//! - [`egress`]: tunnels through a forward proxy (`egress_proxy:`).
 
+pub mod egress;
 pub mod health;
 pub mod pool;
 
@@ -45,6 +47,9 @@ pub enum ConnectError {
         /// How many servers the pool has.
         servers: usize,
     },
+    /// The route's egress proxy gave no tunnel.
+    #[error(transparent)]
+    Proxy(egress::ProxyError),
     /// Every address refused or timed out.
     #[error("cannot connect to {target}: {reason}")]
     Connect {
@@ -63,6 +68,7 @@ impl ConnectError {
             ConnectError::Connect { .. } => Outcome::ConnectFailed,
             ConnectError::Loop { .. } => Outcome::Loop,
             ConnectError::PoolFull { .. } => Outcome::OverLimit,
+            ConnectError::Proxy(_) => Outcome::ProxyError,
         }
     }
 }

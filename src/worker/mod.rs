@@ -51,9 +51,13 @@ pub struct Start {
 fn hub(gateway: &GatewayConfig) -> Arc<Hub> {
     let names: Vec<String> = gateway.clusters.iter().map(|c| c.name.clone()).collect();
     let listeners = gateway.listeners.iter().map(|l| l.name.clone()).collect();
+    // Brokers reached through an egress proxy get no direct health check.
+    let broker_check = gateway
+        .health_check
+        .filter(|_| gateway.egress_proxy.is_none());
     let store = Arc::new(RouteStore::with_broker_check(
         gateway.routes.clone(),
-        gateway.health_check,
+        broker_check,
     ));
     let hub = Hub::new(
         Clusters::new(gateway.routes.clone(), names),
@@ -94,7 +98,7 @@ fn prime(gateway: &GatewayConfig, hub: &Arc<Hub>) -> Result<(), String> {
             "cluster {}: no saved routes; asking the cluster before taking over",
             c.name
         );
-        let source = Box::new(KafkaSource::new(c.clone()));
+        let source = Box::new(KafkaSource::new(c.clone(), gateway.egress_proxy.clone()));
         let service = ClusterService::new(c.clone(), hub.clone(), source);
         runtime.block_on(service.refresh(true)).map_err(|e| {
             format!(
@@ -118,6 +122,9 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         }
     }
     let gateway = config.gateway.clone();
+    for w in &gateway.warnings {
+        log::warn!("config {}: {w}", conf.display());
+    }
     if let Err(e) = crate::access_log::init(&gateway.access_log) {
         let path = gateway
             .access_log
@@ -172,7 +179,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     let hook =
         (gateway.reload == ReloadMode::Upgrade).then(|| reload_upgrade::hook(control.clone()));
     for c in &gateway.clusters {
-        let source = Box::new(KafkaSource::new(c.clone()));
+        let source = Box::new(KafkaSource::new(c.clone(), gateway.egress_proxy.clone()));
         let service = ClusterService::new(c.clone(), hub.clone(), source)
             .with_reload(gateway.reload, hook.clone());
         server.add_service(background_service(
@@ -180,12 +187,10 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
             service,
         ));
     }
-    let shared = Arc::new(Shared::new(
-        gateway.limits,
-        &gateway.listeners,
-        hub.store(),
-        grace,
-    ));
+    let shared = Arc::new(
+        Shared::new(gateway.limits, &gateway.listeners, hub.store(), grace)
+            .with_egress(gateway.egress_proxy.clone()),
+    );
     let handlers = gateway
         .listeners
         .iter()

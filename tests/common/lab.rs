@@ -3,8 +3,11 @@
 //! clients (203.0.113.2), whose hosts file points every cloud name at the gateway.
 //! [`Lab::with_gateway_ns`] gives snigate a namespace of its own, `gw`, between the two,
 //! for a gateway that listens on every address (as a container does); the cloud is then on
-//! 192.0.2.x (TEST-NET-1), across a link from `gw`. Every namespace, its hosts file and
-//! every process in it are removed on drop.
+//! 192.0.2.x (TEST-NET-1), across a link from `gw`. [`Lab::behind_proxy`] puts a fourth
+//! namespace, `px`, between `gw` and the cloud: `gw` reaches only the proxy's address
+//! (198.51.100.2, TEST-NET-2), has no route to the cloud and cannot resolve its names;
+//! only `px` can. Every namespace, its hosts file and every process in it are removed on
+//! drop.
 
 use super::{Proc, Scratch, PATIENCE};
 use std::path::{Path, PathBuf};
@@ -105,20 +108,33 @@ pub struct Lab {
     pub procs: Vec<Proc>,
     /// Where the cloud listens.
     pub cloud_ips: &'static CloudIps,
+    /// The proxy's namespace, in a lab behind a proxy.
+    pub px: Option<String>,
 }
+
+/// The proxy's address in [`Lab::behind_proxy`], as the gateway reaches it.
+pub const PROXY_IP: &str = "198.51.100.2";
+/// Where a fourth broker may be added in [`Lab::behind_proxy`].
+pub const PROXIED_BROKER_4: &str = "192.0.2.14";
 
 impl Lab {
     /// Creates the namespaces and the link between them; snigate shares `cg` with the cloud.
     pub fn new(tag: &str) -> Lab {
-        Lab::build(tag, false)
+        Lab::build(tag, false, false)
     }
 
     /// Like [`Lab::new`], with snigate in a namespace of its own between cloud and clients.
     pub fn with_gateway_ns(tag: &str) -> Lab {
-        Lab::build(tag, true)
+        Lab::build(tag, true, false)
     }
 
-    fn build(tag: &str, own_gateway: bool) -> Lab {
+    /// Like [`Lab::with_gateway_ns`], with the cloud reachable only through a proxy's
+    /// namespace, `px`.
+    pub fn behind_proxy(tag: &str) -> Lab {
+        Lab::build(tag, true, true)
+    }
+
+    fn build(tag: &str, own_gateway: bool, proxy: bool) -> Lab {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 100_000);
         let (cg, cl) = (format!("sgcg{id}"), format!("sgcl{id}"));
@@ -138,6 +154,7 @@ impl Lab {
             } else {
                 &LOOPBACK_CLOUD
             },
+            px: proxy.then(|| format!("sgpx{id}")),
         };
         for ns in lab.namespaces() {
             must(&["ip", "netns", "add", ns]);
@@ -159,9 +176,20 @@ impl Lab {
         };
         link(&gw, &format!("{GATEWAY_IP}/24"), &cl, "203.0.113.2/24", "c");
         if own_gateway {
-            let to_gw = link(&gw, "192.0.2.1/24", &cg, "192.0.2.2/24", "g");
+            let to_gw = match &lab.px {
+                Some(px) => {
+                    link(&gw, "198.51.100.1/24", px, &format!("{PROXY_IP}/24"), "p");
+                    link(px, "192.0.2.1/24", &cg, "192.0.2.2/24", "g")
+                }
+                None => link(&gw, "192.0.2.1/24", &cg, "192.0.2.2/24", "g"),
+            };
             let c = lab.cloud_ips;
-            for ip in [c.bootstrap, c.rest, c.sr].iter().chain(&c.brokers) {
+            let extra = lab.px.as_ref().map(|_| PROXIED_BROKER_4);
+            for ip in [c.bootstrap, c.rest, c.sr]
+                .iter()
+                .chain(&c.brokers)
+                .chain(extra.as_ref())
+            {
                 must(&[
                     "ip",
                     "-n",
@@ -183,6 +211,7 @@ impl Lab {
         if self.gw != self.cg {
             v.push(&self.gw);
         }
+        v.extend(&self.px);
         v
     }
 
@@ -334,7 +363,9 @@ impl Lab {
     /// the client's (all at the gateway).
     pub fn sync_hosts(&self) {
         let hosts = std::fs::read_to_string(self.cloud_dir().join("hosts")).unwrap();
-        self.set_hosts(&self.gw, &format!("127.0.0.1 localhost\n{hosts}"));
+        // Behind a proxy, only the proxy resolves the cloud's names.
+        let resolver = self.px.as_ref().unwrap_or(&self.gw);
+        self.set_hosts(resolver, &format!("127.0.0.1 localhost\n{hosts}"));
         let mut client = String::from("127.0.0.1 localhost\n");
         for line in hosts.lines() {
             if let Some((_, name)) = line.split_once(' ') {
@@ -478,15 +509,17 @@ impl Lab {
     /// Starts snigate in `gw` with `conf` (SIM_KEY set), logging to snigate.log, without
     /// waiting for it.
     pub fn spawn_gateway(&mut self, conf: &Path) -> usize {
+        self.spawn_gateway_with(conf, &[])
+    }
+
+    /// As [`Lab::spawn_gateway`], with more environment variables.
+    pub fn spawn_gateway_with(&mut self, conf: &Path, env: &[(&str, &str)]) -> usize {
         let conf = conf.display().to_string();
         let log = self.path("snigate.log");
         let gw = self.gw.clone();
-        self.spawn(
-            &gw,
-            &[super::snigate_bin(), "-c", &conf],
-            &[("SIM_KEY", "sim-key"), ("RUST_LOG", "info")],
-            &log,
-        )
+        let mut all = vec![("SIM_KEY", "sim-key"), ("RUST_LOG", "info")];
+        all.extend_from_slice(env);
+        self.spawn(&gw, &[super::snigate_bin(), "-c", &conf], &all, &log)
     }
 
     /// Starts snigate as [`Lab::spawn_gateway`] does, and waits for `/ready`.
@@ -553,6 +586,38 @@ impl Lab {
             ],
         );
         (out.contains("Verify return code: 0 (ok)"), out)
+    }
+
+    /// A client TLS session (openssl s_client) to `name:9092` through the gateway, held
+    /// open until it ends or is dropped; returns its process index.
+    pub fn hold_session(&mut self, name: &str) -> usize {
+        let ca = self.cloud_dir().join("ca.pem").display().to_string();
+        let cl = self.cl.clone();
+        let child = self
+            .cmd(
+                &cl,
+                &[
+                    "openssl",
+                    "s_client",
+                    "-quiet",
+                    "-connect",
+                    &format!("{name}:9092"),
+                    "-servername",
+                    name,
+                    "-CAfile",
+                    &ca,
+                ],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn openssl s_client");
+        self.procs.push(Proc {
+            child,
+            what: format!("held session to {name}"),
+        });
+        self.procs.len() - 1
     }
 
     /// `kcat -L` through the gateway from the client namespace.

@@ -26,6 +26,7 @@ pub mod clienthello;
 pub mod config;
 pub mod discovery;
 pub mod drain;
+pub mod egress;
 pub mod names;
 pub mod outcome;
 pub mod pool;

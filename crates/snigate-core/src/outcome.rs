@@ -36,11 +36,13 @@ pub enum Outcome {
     Loop,
     /// The client's address is not in its listener's `allow` list.
     DeniedSource,
+    /// The route's egress proxy refused the tunnel, answered garbage or never answered.
+    ProxyError,
 }
 
 impl Outcome {
     /// Every outcome (README's Observability section describes each).
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Ok,
         Outcome::IdleTimeout,
         Outcome::RelayError,
@@ -55,6 +57,7 @@ impl Outcome {
         Outcome::Reset,
         Outcome::Loop,
         Outcome::DeniedSource,
+        Outcome::ProxyError,
     ];
 
     /// This outcome's position in [`Outcome::ALL`].
@@ -79,6 +82,7 @@ impl Outcome {
             Outcome::Reset => "reset",
             Outcome::Loop => "loop",
             Outcome::DeniedSource => "denied_source",
+            Outcome::ProxyError => "proxy_error",
         }
     }
 
@@ -95,6 +99,7 @@ impl Outcome {
                 | Outcome::Drained
                 | Outcome::Reset
                 | Outcome::Loop
+                | Outcome::ProxyError
         )
     }
 }

@@ -37,6 +37,8 @@ pub struct Route {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// A pool of servers; `upstream` then names its first primary, for display.
     pub pool: Option<Arc<crate::pool::Pool>>,
+    /// Where its connections go out: the gateway's proxy, directly, or its own proxy.
+    pub egress: crate::egress::Egress,
 }
 
 /// What a route is for: a static route from the config, or one of the names discovery
@@ -81,6 +83,7 @@ impl Route {
             last_seen: None,
             send_proxy: None,
             pool: None,
+            egress: crate::egress::Egress::Inherit,
         }
     }
 
@@ -173,6 +176,7 @@ impl RouteTable {
             Arc<str>,
             Option<crate::proxy_protocol::Version>,
             Option<Arc<crate::pool::Pool>>,
+            crate::egress::Egress,
         );
         let key = |t: &RouteTable| -> Vec<Key> {
             t.routes()
@@ -184,6 +188,7 @@ impl RouteTable {
                         r.origin.clone(),
                         r.send_proxy,
                         r.pool.clone(),
+                        r.egress.clone(),
                     )
                 })
                 .collect()

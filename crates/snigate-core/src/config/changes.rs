@@ -73,6 +73,10 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
     if o.reload != n.reload {
         c.need_upgrade.push("gateway.reload");
     }
+    if o.egress_proxy != n.egress_proxy {
+        // Discovery's tunnels are opened through it when the worker starts.
+        c.need_upgrade.push("gateway.egress_proxy");
+    }
     if o.access_log != n.access_log {
         c.need_upgrade.push("gateway.access_log");
     }

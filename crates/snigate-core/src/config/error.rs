@@ -114,6 +114,26 @@ pub enum ConfigError {
         /// What is wrong.
         source: crate::pool::PoolError,
     },
+    /// An `egress_proxy:` value that is not a proxy URL.
+    #[error("{key}: {source}")]
+    Egress {
+        /// The key path.
+        key: String,
+        /// What is wrong; it never shows the password.
+        source: crate::egress::EgressError,
+    },
+    /// A pool whose connections would go through an egress proxy.
+    #[error("gateway.routes[{index}]: a route with `servers:` connects to its servers directly (their health checks cannot go through a proxy); set `egress_proxy: none` on it, or give it one `upstream:`")]
+    PoolViaProxy {
+        /// The route's index.
+        index: usize,
+    },
+    /// Pinned addresses on a route whose connections go through an egress proxy.
+    #[error("gateway.routes[{index}].addresses: the egress proxy connects to the upstream by its name, so pinned addresses would be ignored; remove them, or set `egress_proxy: none` on the route")]
+    PinnedViaProxy {
+        /// The route's index.
+        index: usize,
+    },
     /// A route with both `upstream:` and `servers:`, or neither.
     #[error("gateway.routes[{index}]: {problem}")]
     RouteTarget {

@@ -49,6 +49,8 @@ pub struct FileGateway {
     pub access_log: Option<FileAccessLog>,
     /// The default active health check of every pool: a mapping, or `none`.
     pub health_check: Option<serde_yaml::Value>,
+    /// A forward proxy every upstream connection goes through (and discovery), or `none`.
+    pub egress_proxy: Option<String>,
 }
 
 /// `access_log:`.
@@ -111,6 +113,8 @@ pub struct FileRoute {
     pub addresses: Vec<String>,
     /// `v1` or `v2`: send the upstream a PROXY protocol header first.
     pub send_proxy: Option<String>,
+    /// This route's own forward proxy, or `none` for a direct connect.
+    pub egress_proxy: Option<String>,
 }
 
 /// One entry of a route's `servers:`.

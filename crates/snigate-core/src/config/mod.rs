@@ -60,6 +60,11 @@ pub struct GatewayConfig {
     /// The active health check of every pool that sets none, and of discovered brokers;
     /// `None` for `health_check: none`.
     pub health_check: Option<crate::pool::HealthCheck>,
+    /// The forward proxy upstream connections and discovery go through, if any.
+    pub egress_proxy: Option<std::sync::Arc<crate::egress::EgressProxy>>,
+    /// Things that work but should be fixed, such as a literal proxy password; `-t` prints
+    /// them and the worker logs them.
+    pub warnings: Vec<String>,
 }
 
 /// Access-log settings.

@@ -26,6 +26,8 @@ fn lookup(name: &str) -> Option<String> {
     match name {
         "SECRET_HOST" => Some("hunter2 not a host".into()),
         "PORT" => Some("9093".into()),
+        "PROXY_USER" => Some("svc-snigate".into()),
+        "PROXY_PASSWORD" => Some("pr0xy-pw".into()),
         _ => None,
     }
 }
@@ -351,4 +353,101 @@ fn bad_pools_name_the_key_and_the_fix() {
         let e = err(&text);
         assert!(e.contains(want), "want {want:?} in: {e}");
     }
+}
+
+#[test]
+fn egress_proxies_are_set_gateway_wide_and_per_route() {
+    let text = GOOD
+        .replace(
+            "  admin:\n",
+            "  egress_proxy: http://${PROXY_USER}:${PROXY_PASSWORD}@proxy.corp.test:3128\n  admin:\n",
+        )
+        .replace(
+            "      upstream: pl.example.test:9092\n",
+            "      upstream: pl.example.test:9092\n      egress_proxy: none\n",
+        )
+        .replace(
+            "      upstream: pkc-1.eu.example.test:9092\n",
+            "      upstream: pkc-1.eu.example.test:9092\n      egress_proxy: socks5://socks.corp.test:1080\n",
+        );
+    let c = load(&text).unwrap();
+    let gw = c.gateway.egress_proxy.clone().unwrap();
+    assert_eq!(&*gw.label, "http://proxy.corp.test:3128");
+    let (user, pass) = gw.auth.clone().unwrap();
+    assert_eq!((user.expose(), pass.expose()), ("svc-snigate", "pr0xy-pw"));
+    assert!(c.gateway.warnings.is_empty(), "{:?}", c.gateway.warnings);
+    let t = &c.gateway.routes;
+    let proxy_of = |sni: &str| {
+        t.lookup(sni)
+            .unwrap()
+            .egress
+            .resolve(c.gateway.egress_proxy.as_ref())
+            .map(|p| p.label.to_string())
+    };
+    assert_eq!(proxy_of("pl.example.test"), None);
+    assert_eq!(
+        proxy_of("x.eu.example.test").as_deref(),
+        Some("http://proxy.corp.test:3128")
+    );
+    assert_eq!(
+        proxy_of("pkc-1.eu.example.test").as_deref(),
+        Some("socks5://socks.corp.test:1080")
+    );
+    assert!(
+        !format!("{c:?}").contains("pr0xy-pw"),
+        "Debug shows the password"
+    );
+}
+
+#[test]
+fn a_literal_proxy_password_is_a_warning_and_bad_proxies_are_errors() {
+    let pinned = "      addresses: [10.0.0.5, \"10.0.0.6:19092\"]\n";
+    let with = |value: &str| {
+        GOOD.replace(
+            "  admin:\n",
+            &format!("  egress_proxy: \"{value}\"\n  admin:\n"),
+        )
+        .replace(pinned, &format!("      egress_proxy: none\n{pinned}"))
+    };
+    let e = err(&GOOD.replace(
+        "  admin:\n",
+        "  egress_proxy: http://p.test:3128\n  admin:\n",
+    ));
+    assert!(
+        e.starts_with("gateway.routes[2].addresses: the egress proxy connects"),
+        "{e}"
+    );
+    let c = load(&with("http://u:literal-pw@proxy.corp.test:3128")).unwrap();
+    assert_eq!(c.gateway.warnings.len(), 1);
+    let w = &c.gateway.warnings[0];
+    assert!(
+        w.starts_with("gateway.egress_proxy: the proxy password is written in the file"),
+        "{w}"
+    );
+    assert!(!w.contains("literal-pw"), "{w}");
+    let e = err(&with("ftp://u:literal-pw@proxy.corp.test:21"));
+    assert!(
+        e.starts_with("gateway.egress_proxy: ") && !e.contains("literal-pw"),
+        "{e}"
+    );
+    let e = err(&with("http://${NOT_SET_ANYWHERE}@p.test:3128"));
+    assert!(e.contains("NOT_SET_ANYWHERE"), "{e}");
+    let pool = GOOD.replace(
+        "  admin:\n",
+        "  egress_proxy: http://p.test:3128\n  admin:\n",
+    ).replace(
+        "    - sni: pl.example.test\n      upstream: pl.example.test:9092\n      addresses: [10.0.0.5, \"10.0.0.6:19092\"]\n",
+        "    - sni: pl.example.test\n      servers:\n        - address: 10.0.0.5:9092\n",
+    );
+    let e = err(&pool);
+    assert!(
+        e.starts_with("gateway.routes[2]: a route with `servers:`")
+            && e.contains("egress_proxy: none"),
+        "{e}"
+    );
+    assert!(load(&pool.replace(
+        "        - address: 10.0.0.5:9092\n",
+        "        - address: 10.0.0.5:9092\n      egress_proxy: none\n"
+    ))
+    .is_ok());
 }

@@ -9,6 +9,7 @@ use super::{
     AccessLogConfig, ClusterConfig, GatewayConfig, Limits, ListenerConfig, LogFormat, Secret,
 };
 use crate::cidr::Cidr;
+use crate::egress::{Egress, EgressProxy};
 use crate::names::{self, NameError, UpstreamHost};
 use crate::pool::{self, Balance, CheckKind, HealthCheck};
 use crate::proxy_protocol::Version;
@@ -209,7 +210,23 @@ pub(super) fn gateway(
         Some(v) => health_check("gateway.health_check", v, None)?,
         None => Some(HealthCheck::default()),
     };
-    let routes = routes(&g, lookup, health_check)?;
+    let mut warnings = Vec::new();
+    let egress_proxy = match egress(
+        "gateway.egress_proxy",
+        g.egress_proxy.as_deref(),
+        lookup,
+        &mut warnings,
+    )? {
+        Egress::Via(p) => Some(p),
+        Egress::Inherit | Egress::Direct => None,
+    };
+    let routes = routes(
+        &g,
+        lookup,
+        health_check,
+        egress_proxy.is_some(),
+        &mut warnings,
+    )?;
     let ms = |key: &str, v: u64| {
         in_range(
             format!("gateway.{key}"),
@@ -266,7 +283,42 @@ pub(super) fn gateway(
         reload: g.reload,
         access_log,
         health_check,
+        egress_proxy,
+        warnings,
     })
+}
+
+/// An `egress_proxy:` value: a proxy URL, or `none`. A password written in the file itself
+/// rather than as a `${VAR}` reference is accepted with a warning.
+fn egress(
+    key: &str,
+    raw: Option<&str>,
+    lookup: Lookup,
+    warnings: &mut Vec<String>,
+) -> Result<Egress, ConfigError> {
+    let Some(e) = optional(key, raw, lookup)? else {
+        return Ok(Egress::Inherit);
+    };
+    let value = e.value.trim();
+    if value == "none" {
+        return Ok(Egress::Direct);
+    }
+    let proxy = EgressProxy::parse(value).map_err(|source| ConfigError::Egress {
+        key: key.to_owned(),
+        source,
+    })?;
+    let written_password = raw
+        .and_then(|r| r.split_once("://"))
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(creds, _)| creds.split_once(':'))
+        .is_some_and(|(_, pass)| !pass.is_empty() && !pass.contains("${"));
+    if written_password {
+        warnings.push(format!(
+            "{key}: the proxy password is written in the file; reference it from the environment instead, as in http://${{PROXY_USER}}:${{PROXY_PASSWORD}}@{}",
+            crate::egress::host_port(&proxy.host, proxy.port)
+        ));
+    }
+    Ok(Egress::Via(Arc::new(proxy)))
 }
 
 fn access_log(a: Option<&FileAccessLog>, lookup: Lookup) -> Result<AccessLogConfig, ConfigError> {
@@ -362,6 +414,8 @@ fn routes(
     g: &FileGateway,
     lookup: Lookup,
     default_check: Option<HealthCheck>,
+    default_proxy: bool,
+    warnings: &mut Vec<String>,
 ) -> Result<RouteTable, ConfigError> {
     let mut table = RouteTable::default();
     let mut shown: Vec<(crate::names::SniPattern, Shown)> = Vec::with_capacity(g.routes.len());
@@ -388,6 +442,23 @@ fn routes(
         let mut route = Route::new(pattern, upstream);
         route.pool = pool.map(Arc::new);
         route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
+        route.egress = egress(
+            &key("egress_proxy"),
+            r.egress_proxy.as_deref(),
+            lookup,
+            warnings,
+        )?;
+        let proxied = match &route.egress {
+            Egress::Inherit => default_proxy,
+            Egress::Direct => false,
+            Egress::Via(_) => true,
+        };
+        if route.pool.is_some() && proxied {
+            return Err(ConfigError::PoolViaProxy { index });
+        }
+        if !route.upstream.pinned.is_empty() && proxied {
+            return Err(ConfigError::PinnedViaProxy { index });
+        }
         if let Err(dup) = table.insert(route) {
             let first = shown.iter().position(|(p, _)| *p == dup.0).unwrap_or(0);
             return Err(ConfigError::DuplicateRoute {
