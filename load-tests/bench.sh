@@ -14,11 +14,17 @@
 # callgrind), a perf profile of snigate, and the route lookup. The report ends with the
 # targets, each a median of the ratios taken within each run.
 #
-#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR] [--pools]
+#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR] [--pools | --egress]
 #
 # --pools measures what server pools cost instead: snigate's connection rate and p99
 # with every route a pool of three servers against every route one upstream, alternated
 # within each run; and the worker's idle CPU while it health-checks 1,000 servers every 2 s.
+#
+# --egress measures what a forward proxy costs: snigate's added connect latency and its own
+# CPU per connection with every route going through squid (HTTP CONNECT with basic auth) or
+# microsocks (SOCKS5 with a username and password), against the same routes direct, at one
+# fixed open-loop rate, alternated within each run. The proxies run on CPU 1 with the load
+# side, so the gateway's CPU figures are its own.
 #
 # --quick is the CI smoke: a second or two per workload and small connection counts; its
 # numbers mean nothing. Without it, every workload runs --runs times (default 3) and the
@@ -34,6 +40,7 @@ runs=3
 results_dir="$root/load-tests/results"
 inside=false
 pools=false
+egress=false
 while (($#)); do
   case "$1" in
     --quick) quick=true ;;
@@ -41,6 +48,7 @@ while (($#)); do
     --results) results_dir=$2; shift ;;
     --inside) inside=true ;;
     --pools) pools=true ;;
+    --egress) egress=true ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,7 +59,7 @@ if ! $inside; then
     exec sudo -E bash "$0" "${orig_args[@]}"
   fi
   missing=()
-  for p in haproxy nginx libnginx-mod-stream sniproxy openssl iproute2 util-linux procps curl strace valgrind; do
+  for p in haproxy nginx libnginx-mod-stream sniproxy squid microsocks openssl iproute2 util-linux procps curl strace valgrind; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -76,6 +84,7 @@ if ! $inside; then
   args=(--runs "$runs" --results "$results_dir")
   $quick && args+=(--quick)
   $pools && args+=(--pools)
+  $egress && args+=(--egress)
   ip netns exec "$ns" bash "$0" --inside "${args[@]}"
   exit $?
 fi
@@ -214,6 +223,11 @@ best_peer_rate() {
       s[$1] += $3; n[$1]++ }
     END { m = 0; for (g in s) if (s[g] / n[g] > m) m = s[g] / n[g]; printf "%d\n", m }' "$raw"
 }
+# The middle of the numbers on stdin (the mean of the two middle ones for an even count).
+mid() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) { print "-"; exit }
+    x = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6g\n", x }'; }
+# The median over the runs of config/gateway $1's metric $2, for --pools and --egress.
+median() { awk -F'\t' -v g="$1" -v m="$2" '$1 == g && $2 == m { print $3 }' "$raw" | mid; }
 # ---- --pools: what server pools cost ------------------------------------------------------
 if $pools; then
   # Every route a pool of three upstreams (its own and the next two), round robin, with the
@@ -279,10 +293,6 @@ if $pools; then
       }' >> "$raw"
     stop_gateway
   done
-  # The middle of the numbers on stdin (the mean of the two middle ones for an even count).
-  mid() { sort -g | awk '{ v[NR] = $1 } END { if (!NR) { print "-"; exit }
-      x = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.6g\n", x }'; }
-  median() { awk -F'\t' -v g="$1" -v m="$2" '$1 == g && $2 == m { print $3 }' "$raw" | mid; }
   # The pool's figure over the single upstream's, as the median of the per-run ratios.
   ratio() { awk -F'\t' -v m="$1" '$2 == m { s[$1 " " $4] += $3; n[$1 " " $4]++ }
       END { for (k in s) { split(k, a, " "); o = "single " a[2]
@@ -325,6 +335,110 @@ if $pools; then
     echo "| CPU µs per check | $(median checks cpu_us_per_check) |"
     echo
     echo "## Raw results (config, metric, value, run)"
+    echo
+    echo '```'; cat "$raw"; echo '```'
+  } > "$file"
+  cat "$file"
+  echo "bench: results written to ${file#"$root"/}"
+  ((failures)) && exit 1
+  exit 0
+fi
+
+# ---- --egress: what a forward proxy costs ------------------------------------------------
+if $egress; then
+  # The upstreams are IP addresses, so neither proxy needs a resolver; both get credentials,
+  # as in a corporate network, passed to snigate through ${ENV} references.
+  export BENCH_PROXY_USER=bench BENCH_PROXY_PASSWORD="bench-pw-$$-$RANDOM"
+  px=127.0.0.3
+  mkdir -p "$work/squid"
+  printf '%s:%s\n' "$BENCH_PROXY_USER" "$(openssl passwd -apr1 "$BENCH_PROXY_PASSWORD")" > "$work/squid/htpasswd"
+  { echo "http_port $px:3128"; echo "pid_filename $work/squid/squid.pid"; echo "cache_log $work/squid/cache.log"
+    echo "access_log none"; echo "coredump_dir $work/squid"; echo "cache deny all"; echo "max_filedescriptors 65536"
+    echo "shutdown_lifetime 1 seconds"
+    echo "auth_param basic program /usr/lib/squid/basic_ncsa_auth $work/squid/htpasswd"
+    echo "acl authed proxy_auth REQUIRED"; echo "acl tunnel_ports port 9100"; echo "acl CONNECT method CONNECT"
+    echo "http_access deny CONNECT !tunnel_ports"; echo "http_access allow authed"; echo "http_access deny all"
+  } > "$work/squid/squid.conf"
+  # Squid and its auth helper run as the user "proxy": let them reach their directory.
+  chown -R proxy "$work/squid"; chmod o+x "$work"
+  taskset -c 1 squid -N -f "$work/squid/squid.conf" > "$work/squid/out.log" 2>&1 &
+  pids_started+=($!)
+  taskset -c 1 microsocks -i "$px" -p 1080 -u "$BENCH_PROXY_USER" -P "$BENCH_PROXY_PASSWORD" > "$work/microsocks.log" 2>&1 &
+  pids_started+=($!)
+  wait_port "$px:3128" || { cat "$work/squid/out.log" "$work/squid/cache.log" >&2; exit 1; }
+  wait_port "$px:1080" || { cat "$work/microsocks.log" >&2; exit 1; }
+  # write_egress_config MODE: the usual 12 routes, direct or through one proxy.
+  write_egress_config() {
+    write_configs 1
+    local url=""
+    case "$1" in
+      http_connect) url="http://\${BENCH_PROXY_USER}:\${BENCH_PROXY_PASSWORD}@$px:3128" ;;
+      socks5) url="socks5://\${BENCH_PROXY_USER}:\${BENCH_PROXY_PASSWORD}@$px:1080" ;;
+    esac
+    [ -n "$url" ] && sed -i "s|^gateway:\$|gateway:\n  egress_proxy: $url|" "$work/snigate.yaml"
+    "$bin/snigate" -t -c "$work/snigate.yaml" > /dev/null
+  }
+  egress_rate=1000; $quick && egress_rate=200
+  modes=(direct http_connect socks5)
+  for run in $(seq 1 "$runs"); do
+    order=("${modes[@]:$(( (run - 1) % 3 ))}" "${modes[@]:0:$(( (run - 1) % 3 ))}")
+    for mode in "${order[@]}"; do
+      write_egress_config "$mode"
+      echo "bench: run $run/$runs, open loop at $egress_rate/s: snigate, $mode"
+      start_gateway snigate; pid_args_now
+      taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/hellos" --rate "$egress_rate" --prefix egress \
+        --warmup-secs "$warm" --seconds "$open_secs" "${pid_args[@]}" --label "$mode" --out "$raw" --run "$run" \
+        > /dev/null 2>> "$work/open.log" || failed "snigate $mode: the open loop"
+      # Every connection must really have gone through the proxy (or not at all).
+      if [ "$mode" != direct ]; then
+        through=$(curl -s http://127.0.0.2:9080/metrics | awk '/^snigate_egress_proxy_connections_total\{.*result="ok"/ { s += $NF } END { printf "%d\n", s }')
+        echo -e "$mode\tegress_through_proxy\t$through\t$run" >> "$raw"
+        ((through > 0)) || failed "snigate $mode: no connection went through the proxy"
+      fi
+      stop_gateway
+    done
+  done
+  # Per run: MODE's figure minus direct's (kind "minus") or over direct's ("over"), where a
+  # figure is a metric or the sum of user and system CPU ("cpu"); the median over the runs.
+  versus() { awk -F'\t' -v g="$1" -v m="$2" -v kind="$3" '
+      m == "cpu" && ($2 == "egress_user_us" || $2 == "egress_sys_us") { v[$1 " " $4] += $3 }
+      m != "cpu" && $2 == m { v[$1 " " $4] = $3 }
+      END { for (k in v) { split(k, a, " "); d = "direct " a[2]
+              if (a[1] == g && (d in v)) print (kind == "minus" ? v[k] - v[d] : (v[d] > 0 ? v[k] / v[d] : "-")) } }' "$raw" | mid; }
+  cpu_median() { awk -F'\t' -v g="$1" '$1 == g && ($2 == "egress_user_us" || $2 == "egress_sys_us") { v[$4] += $3 }
+      END { for (r in v) print v[r] }' "$raw" | mid; }
+  mkdir -p "$results_dir"
+  stamp=$(date -u +%Y-%m-%dT%H%MZ)-egress; $quick && stamp="$stamp-quick"
+  file="$results_dir/$stamp.md"
+  {
+    echo "# What a forward proxy costs, $stamp"
+    echo
+    echo "\`bash load-tests/bench.sh --egress$($quick && echo " --quick") --runs $runs\`. snigate, one worker thread on CPU 0;"
+    echo "load generator, upstreams, squid and microsocks on CPU 1. Open loop: new TLS connections at"
+    echo "$egress_rate/s (Poisson arrivals) for ${open_secs}s after ${warm}s of warm-up, real ClientHellos for the 12"
+    echo "routes; latency from each connection's scheduled start to the upstream's first byte back."
+    echo "*direct*: the routes as usual; *http_connect*: every route through squid (CONNECT, basic"
+    echo "auth); *socks5*: through microsocks (RFC 1929 username and password). The three alternate"
+    echo "within each run; medians over $runs run(s)."
+    echo
+    echo "| route | p50 µs | p99 µs | p99.9 µs | failed | snigate user µs/conn | system µs/conn | CPU µs/conn |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for m in "${modes[@]}"; do
+      echo "| $m | $(median "$m" egress_p50_us) | $(median "$m" egress_p99_us) | $(median "$m" egress_p999_us) | $(median "$m" egress_failed) | $(median "$m" egress_user_us) | $(median "$m" egress_sys_us) | $(cpu_median "$m") |"
+    done
+    echo
+    echo "| through the proxy, against direct (median of per-run figures) | http_connect | socks5 |"
+    echo "|---|---|---|"
+    echo "| added p50 latency, µs | $(versus http_connect egress_p50_us minus) | $(versus socks5 egress_p50_us minus) |"
+    echo "| added p99 latency, µs | $(versus http_connect egress_p99_us minus) | $(versus socks5 egress_p99_us minus) |"
+    echo "| snigate CPU per connection, ratio | $(versus http_connect cpu over) | $(versus socks5 cpu over) |"
+    echo "| snigate CPU per connection, added µs | $(versus http_connect cpu minus) | $(versus socks5 cpu minus) |"
+    echo
+    echo "The added latency includes the proxy's own work (its accept, its connect to the upstream and,"
+    echo "for squid, the auth check), which shares CPU 1 with the load side; the CPU figures are"
+    echo "snigate's alone."
+    echo
+    echo "## Raw results (route, metric, value, run)"
     echo
     echo '```'; cat "$raw"; echo '```'
   } > "$file"

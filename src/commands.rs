@@ -106,11 +106,9 @@ fn effective_table(config: &Config, discover: bool) -> Result<RouteTable, Comman
     let gw = &config.gateway;
     let names: Vec<String> = gw.clusters.iter().map(|c| c.name.clone()).collect();
     let store = Arc::new(RouteStore::new(gw.routes.clone()));
-    let hub = Arc::new(Hub::new(
-        Clusters::new(gw.routes.clone(), names),
-        store,
-        Vec::new(),
-    ));
+    let hub = Arc::new(
+        Hub::new(Clusters::new(gw.routes.clone(), names), store).max_routes(gw.max_routes),
+    );
     if !discover {
         if let Some(path) = &gw.state_file {
             hub.restore(path)?;

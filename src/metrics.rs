@@ -1,7 +1,9 @@
 //! Every metric snigate exports, in one place. Names are the constants below; the
-//! README's metrics table lists the same. Every labelled series that can be known in
-//! advance is created at zero when the gateway starts (and, for routes, when they appear),
-//! so that dashboards see `0` rather than no series.
+//! README's metrics table lists the same. Series per listener, cluster and proxy are
+//! created at zero when the gateway starts, so that dashboards see `0` rather than no
+//! series. Series per route grow with traffic, not with the table: a route's appear when
+//! it first carries a connection, and go when it leaves the table ([`forget_routes`]), so
+//! that an idle table of any size costs nothing here.
 
 use prometheus::IntCounter;
 use prometheus::{
@@ -24,7 +26,8 @@ pub const CLIENTHELLO_REJECTS_TOTAL: &str = "snigate_clienthello_rejects_total";
 pub const CLIENTHELLO_BYTES: &str = "snigate_clienthello_bytes";
 /// Upstream TCP connect latency in seconds, by listener.
 pub const UPSTREAM_CONNECT_SECONDS: &str = "snigate_upstream_connect_seconds";
-/// Routes in the live table.
+/// Routes in the live table, by kind (`static`, `bootstrap`, `broker`, `rest`,
+/// `schema_registry`).
 pub const ROUTES: &str = "snigate_routes";
 /// Brokers in a cluster's last good metadata, by cluster.
 pub const CLUSTER_BROKERS: &str = "snigate_cluster_brokers";
@@ -333,8 +336,29 @@ pub static ROUTE_LAST_CONNECT: LazyLock<prometheus::GaugeVec> = LazyLock::new(||
 });
 
 /// See [`ROUTES`].
-pub static ROUTE_COUNT: LazyLock<IntGauge> =
-    LazyLock::new(|| register(defined(IntGauge::new(ROUTES, "Routes in the live table."))));
+pub static ROUTE_COUNT: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge_vec(ROUTES, "Routes in the live table, by kind.", &["kind"]));
+
+/// Sets [`ROUTES`] from `table`, every kind included.
+pub fn set_route_counts(table: &snigate_core::routes::RouteTable) {
+    use snigate_core::routes::RouteKind;
+    let kinds = [
+        RouteKind::Static,
+        RouteKind::Bootstrap,
+        RouteKind::Broker,
+        RouteKind::Rest,
+        RouteKind::SchemaRegistry,
+    ];
+    let mut counts = [0i64; 5];
+    for r in table.routes() {
+        if let Some(i) = kinds.iter().position(|k| *k == r.kind) {
+            counts[i] += 1;
+        }
+    }
+    for (k, n) in kinds.iter().zip(counts) {
+        ROUTE_COUNT.with_label_values(&[k.as_str()]).set(n);
+    }
+}
 
 /// See [`CLUSTER_BROKERS`].
 pub static BROKERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -454,32 +478,21 @@ pub fn init_listeners<'a>(listeners: impl IntoIterator<Item = &'a str>) {
         }
     }
     LazyLock::force(&HELLO_SIZE);
-    LazyLock::force(&ROUTE_COUNT);
+    set_route_counts(&snigate_core::routes::RouteTable::default());
     for o in ["ok", "failed"] {
         RELOADS.with_label_values(&[o]);
     }
 }
 
-/// Creates, at zero, the connection series of each route on each listener, and each
-/// route's byte counters.
-pub fn init_routes(listeners: &[&str], routes: &[&str]) {
-    for r in routes {
-        for direction in ["upstream", "downstream"] {
-            ROUTE_BYTES.with_label_values(&[r, direction]);
-        }
-        for l in listeners {
-            for o in Outcome::ALL.into_iter().filter(|o| o.has_route()) {
-                CONNECTIONS.with_label_values(&[l, r, o.as_str()]);
-            }
-        }
-    }
-}
-
-/// One series of [`CONNECTIONS_TOTAL`] per outcome.
-pub type OutcomeCounters = [IntCounter; Outcome::ALL.len()];
+/// One series of [`CONNECTIONS_TOTAL`] per outcome that a route can have (see
+/// `Outcome::has_route`); `None` for the others, which are counted under `-`.
+pub type OutcomeCounters = [Option<IntCounter>; Outcome::ALL.len()];
 
 fn outcome_counters(listener: &str, route: &str) -> OutcomeCounters {
-    Outcome::ALL.map(|o| CONNECTIONS.with_label_values(&[listener, route, o.as_str()]))
+    Outcome::ALL.map(|o| {
+        (route == NO_ROUTE_LABEL || o.has_route())
+            .then(|| CONNECTIONS.with_label_values(&[listener, route, o.as_str()]))
+    })
 }
 
 /// One route's series on one listener.
@@ -497,30 +510,75 @@ pub struct RouteSeries {
     pub last_connect: prometheus::Gauge,
 }
 
-/// One listener's per-route series, resolved once per route instead of once per
-/// connection.
+/// One route's series, by listener.
+type SeriesByListener = HashMap<Arc<str>, Arc<RouteSeries>>;
+
+/// The series of every route that has carried a connection: by route label, then by
+/// listener.
+type SeriesByRoute = HashMap<Arc<str>, SeriesByListener>;
+
+static ROUTE_SERIES: LazyLock<Mutex<SeriesByRoute>> = LazyLock::new(Mutex::default);
+
+fn route_series() -> std::sync::MutexGuard<'static, SeriesByRoute> {
+    ROUTE_SERIES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Route labels that are not routes of the table, whose series stay.
+const KEPT_LABELS: [&str; 2] = [NO_ROUTE_LABEL, FALLBACK_LABEL];
+
+/// Removes the series of every route that has them but is not in `table` any more.
+/// Connections still open on such a route count on, unexported, until they close.
+pub fn forget_routes(table: &snigate_core::routes::RouteTable) {
+    let gone: Vec<(Arc<str>, SeriesByListener)> = {
+        let mut all = route_series();
+        let labels: Vec<Arc<str>> = all
+            .keys()
+            .filter(|l| !KEPT_LABELS.contains(&l.as_ref()) && !table.has_label(l))
+            .cloned()
+            .collect();
+        labels
+            .into_iter()
+            .filter_map(|l| all.remove(&l).map(|by| (l, by)))
+            .collect()
+    };
+    for (label, by_listener) in gone {
+        for listener in by_listener.keys() {
+            for o in Outcome::ALL.into_iter().filter(|o| o.has_route()) {
+                let _ = CONNECTIONS.remove_label_values(&[listener, &label, o.as_str()]);
+            }
+        }
+        for direction in ["upstream", "downstream"] {
+            let _ = ROUTE_BYTES.remove_label_values(&[&label, direction]);
+        }
+        let _ = ROUTE_ACTIVE.remove_label_values(&[&label]);
+        let _ = ROUTE_LAST_CONNECT.remove_label_values(&[&label]);
+    }
+}
+
+/// One listener's connection counters: its own (route `-`), and each route's, created on
+/// the route's first connection.
 #[derive(Debug)]
 pub struct ConnectionCounters {
-    listener: String,
+    listener: Arc<str>,
     no_route: OutcomeCounters,
-    by_route: Mutex<HashMap<Arc<str>, Arc<RouteSeries>>>,
 }
 
 impl ConnectionCounters {
     /// The series of `listener`, created at zero.
     pub fn new(listener: &str) -> Self {
         ConnectionCounters {
-            listener: listener.to_owned(),
+            listener: Arc::from(listener),
             no_route: outcome_counters(listener, NO_ROUTE_LABEL),
-            by_route: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The series of the route labelled `label`.
+    /// The series of the route labelled `label` on this listener, created now if the
+    /// route has none yet.
     pub fn route(&self, label: &Arc<str>) -> Arc<RouteSeries> {
-        let mut cache = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .entry(label.clone())
+        let mut all = route_series();
+        let by_listener = all.entry(label.clone()).or_default();
+        by_listener
+            .entry(self.listener.clone())
             .or_insert_with(|| {
                 Arc::new(RouteSeries {
                     outcomes: outcome_counters(&self.listener, label),
@@ -536,9 +594,12 @@ impl ConnectionCounters {
     /// Counts one closed connection, under its route's series when it had chosen one.
     pub fn count(&self, route: Option<&RouteSeries>, outcome: Outcome) {
         let i = outcome.index();
-        match route {
-            Some(r) if outcome.has_route() => r.outcomes[i].inc(),
-            _ => self.no_route[i].inc(),
+        let counter = match route {
+            Some(r) if outcome.has_route() => &r.outcomes[i],
+            _ => &self.no_route[i],
+        };
+        if let Some(c) = counter {
+            c.inc();
         }
     }
 }

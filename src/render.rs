@@ -5,6 +5,7 @@
 use crate::upstream::pool::ServerView;
 use serde::{Deserialize, Serialize};
 use snigate_core::config::ListenerConfig;
+use snigate_core::egress::Egress;
 use snigate_core::names::SniPattern;
 use snigate_core::pool::Pool;
 use snigate_core::routes::{Route, RouteTable};
@@ -79,6 +80,31 @@ struct YamlRoute {
     retries: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     health_check: Option<serde_yaml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    egress_proxy: Option<String>,
+}
+
+/// A route's own `egress_proxy`, as `/routes` shows it: `none`, or the proxy's label
+/// (never its credentials); `None` when the route takes the gateway's.
+fn egress_shown(e: &Egress) -> Option<String> {
+    match e {
+        Egress::Inherit => None,
+        Egress::Direct => Some("none".into()),
+        Egress::Via(p) => Some(p.label.to_string()),
+    }
+}
+
+/// A route's own `egress_proxy` for [`yaml`]: credentials become the references
+/// `${EGRESS_PROXY_USER}` and `${EGRESS_PROXY_PASSWORD}`, never their values.
+fn egress_yaml(e: &Egress) -> Option<String> {
+    match e {
+        Egress::Via(p) if p.auth.is_some() => Some(format!(
+            "{}://${{EGRESS_PROXY_USER}}:${{EGRESS_PROXY_PASSWORD}}@{}",
+            p.scheme.as_str(),
+            snigate_core::egress::host_port(&p.host, p.port)
+        )),
+        other => egress_shown(other),
+    }
 }
 
 /// One pool server, for [`yaml`].
@@ -153,6 +179,7 @@ pub fn yaml(table: &RouteTable) -> String {
                 balance: pool.map(|p| p.balance.as_str()),
                 retries: pool.map(|p| p.retries),
                 health_check: pool.map(|p| check_value(p.health_check)),
+                egress_proxy: egress_yaml(&r.egress),
             }
         })
         .collect();
@@ -212,6 +239,10 @@ pub struct RouteJson {
     /// A pool's servers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerJson>,
+    /// The route's own egress proxy (`scheme://host:port`, never its credentials), or
+    /// `none`; absent when it takes the gateway's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<String>,
 }
 
 /// One pool server in `/routes?format=json`.
@@ -315,6 +346,7 @@ pub fn routes_json(table: &RouteTable, servers: &dyn Fn(&Route) -> LivePool) -> 
                         .collect(),
                     _ => Vec::new(),
                 },
+                egress_proxy: egress_shown(&r.egress),
             }
         })
         .collect()
@@ -406,6 +438,9 @@ pub fn admin_with(table: &RouteTable, servers: &dyn Fn(&Route) -> LivePool) -> S
         }
         if let (Some(b), Some(h)) = (&j.balance, &j.health_check) {
             let _ = write!(out, " balance={b} health_check={h}");
+        }
+        if let Some(e) = &j.egress_proxy {
+            let _ = write!(out, " egress_proxy={e}");
         }
         out.push('\n');
         for s in &j.servers {

@@ -44,7 +44,12 @@ impl RouteStore {
 
     /// Replaces the table for every later connection.
     pub fn swap(&self, table: RouteTable) {
+        self.swap_arc(Arc::new(table));
+    }
+
+    /// As [`RouteStore::swap`], for a table already shared.
+    pub fn swap_arc(&self, table: Arc<RouteTable>) {
         self.pools.reconcile(&table);
-        self.current.store(Arc::new(table));
+        self.current.store(table);
     }
 }

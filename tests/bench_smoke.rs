@@ -139,3 +139,72 @@ fn netns_benchmark_runner_smoke() {
         assert!(results.contains(section), "no `{section}`:\n{results}");
     }
 }
+
+/// `bench.sh --egress --quick`: the proxied-route cost runs through squid and microsocks, every
+/// connection of the proxied rounds really went through its proxy (the runner checks the
+/// gateway's per-proxy counter and fails otherwise), none failed, and the comparison table
+/// has a figure in every cell.
+#[test]
+fn netns_egress_benchmark_smoke() {
+    if !root_or_skip("netns_egress_benchmark_smoke") {
+        return;
+    }
+    let scratch = Scratch::new("bench-egress");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("timeout")
+        .args(["-k", "10", "600", "bash"])
+        .arg(repo.join("load-tests/bench.sh"))
+        .args(["--egress", "--quick", "--results"])
+        .arg(&scratch.dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run load-tests/bench.sh --egress");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "bench.sh --egress --quick failed:\n{text}"
+    );
+    let file = std::fs::read_dir(&scratch.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-egress-quick.md"))
+        .unwrap_or_else(|| panic!("no results file:\n{text}"));
+    let results = std::fs::read_to_string(file).unwrap();
+    let cells = |row: &str| -> Vec<String> {
+        results
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no row `{row}`:\n{results}"))
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    for route in ["direct", "http_connect", "socks5"] {
+        let row = cells(&format!("| {route} |"));
+        assert_eq!(row.len(), 8, "{row:?}");
+        assert_eq!(row[4], "0", "{route}: connections failed:\n{results}");
+        for cell in &row[1..] {
+            assert!(cell.parse::<f64>().is_ok(), "{route}: `{cell}`:\n{results}");
+        }
+    }
+    for row in [
+        "| added p50 latency, µs |",
+        "| added p99 latency, µs |",
+        "| snigate CPU per connection, ratio |",
+    ] {
+        let row = cells(row);
+        for cell in &row[1..] {
+            assert!(
+                cell.parse::<f64>().is_ok(),
+                "`{cell}` in {row:?}:\n{results}"
+            );
+        }
+    }
+    // The password the runner gave the proxies is in no result.
+    assert!(!results.contains("bench-pw-"), "{results}");
+}

@@ -377,3 +377,37 @@ fn netns_not_ready_until_every_cluster_has_routes() {
     let (ok, out) = lab.tls_verifies(&broker(0));
     assert!(ok, "{out}");
 }
+
+/// Discovery that would take the table over `max_routes` is refused with a clear error, and
+/// the last good table keeps serving.
+#[test]
+fn netns_discovery_over_max_routes_keeps_the_last_good_table() {
+    if !root_or_skip("netns_discovery_over_max_routes_keeps_the_last_good_table") {
+        return;
+    }
+    let mut lab = Lab::new("maxroutes");
+    lab.start_cloud();
+    // Three brokers, the bootstrap, REST and Schema Registry: six routes.
+    let conf = lab.gateway_conf("sim-secret", "", "  max_routes: 6\n");
+    lab.start_gateway(&conf);
+    assert_eq!(metric(&lab, "snigate_routes", &[]), 6.0);
+    lab.control(&format!("add 4 {}", BROKER_IPS[3]));
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(lab.path("snigate.log")).unwrap();
+        if log.contains("would hold 7 routes, over gateway.max_routes (6)") {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "no max_routes error:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let routes = lab.admin("/routes").1;
+    assert!(!routes.contains(&format!("{} -> ", broker(3))), "{routes}");
+    for i in 0..3 {
+        assert!(routes.contains(&format!("{} -> ", broker(i))), "{routes}");
+    }
+    assert_eq!(metric(&lab, "snigate_routes", &[]), 6.0);
+    assert_eq!(lab.admin("/ready").0, 200);
+    let (ok, out) = lab.tls_verifies(&broker(0));
+    assert!(ok, "{out}");
+}

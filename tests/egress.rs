@@ -197,9 +197,8 @@ fn access_line(lab: &Lab, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
-/// Everything a user could see: the log, `-t`, `/routes`, `snigate routes`, the state file.
-fn assert_no_password(lab: &Lab, kind: Kind) {
-    let conf = lab.path("snigate.yaml").display().to_string();
+/// Runs `snigate ARGS` in the gateway's namespace, with the gateway's environment.
+fn snigate_cli(lab: &Lab, args: &[&str]) -> (bool, String) {
     let env = [
         "env",
         &format!("PROXY_USER={USER}"),
@@ -208,12 +207,17 @@ fn assert_no_password(lab: &Lab, kind: Kind) {
         "SIM_KEY=sim-key",
     ]
     .map(|s| s.to_owned());
-    let run = |args: &[&str]| {
-        let mut full: Vec<&str> = env.iter().map(String::as_str).collect();
-        full.push(snigate_bin());
-        full.extend_from_slice(args);
-        lab.run(&lab.gw, 30, &full).1
-    };
+    let mut full: Vec<&str> = env.iter().map(String::as_str).collect();
+    full.push(snigate_bin());
+    full.extend_from_slice(args);
+    lab.run(&lab.gw, 30, &full)
+}
+
+/// Everything a user could see: the log, `-t`, `/routes`, `snigate routes` (with and
+/// without `--discover`), the state file.
+fn assert_no_password(lab: &Lab, kind: Kind) {
+    let conf = lab.path("snigate.yaml").display().to_string();
+    let run = |args: &[&str]| snigate_cli(lab, args).1;
     let seen = [
         ("the log", snigate_log(lab)),
         ("-t", run(&["-t", "-c", &conf])),
@@ -222,6 +226,10 @@ fn assert_no_password(lab: &Lab, kind: Kind) {
         ("/metrics", lab.admin("/metrics").1),
         ("/status", lab.admin("/status").1),
         ("snigate routes", run(&["routes", "-c", &conf])),
+        (
+            "snigate routes --discover",
+            run(&["routes", "--discover", "-c", &conf]),
+        ),
         (
             "the state file",
             std::fs::read_to_string(lab.path("state.yaml")).unwrap_or_default(),
@@ -287,6 +295,19 @@ fn through(kind: Kind, tag: &str) {
     });
     let (ok, out) = lab.tls_verifies(&broker(3));
     assert!(ok, "{out}");
+    // `snigate routes --discover`, README's check of the path, refreshes through the proxy
+    // on its own (the gateway host has no other way out) and lists every broker.
+    let conf = lab.path("snigate.yaml").display().to_string();
+    let (ok, out) = snigate_cli(&lab, &["routes", "--discover", "-c", &conf]);
+    assert!(ok, "{out}");
+    for i in 0..4 {
+        let b = broker(i);
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{b} ")) && l.ends_with("cluster:sim")),
+            "{b}:\n{out}"
+        );
+    }
 
     // The access log names the proxy and its answer time; metrics count its tunnels.
     let label = kind.label();

@@ -649,7 +649,6 @@ fn admin_endpoints_answer() {
         "snigate_clienthello_bytes",
         "snigate_upstream_connect_seconds",
         "snigate_routes",
-        "snigate_route_bytes_total",
         "snigate_config_reloads_total",
         "snigate_build_info",
         "process_open_fds",

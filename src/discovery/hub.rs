@@ -17,22 +17,44 @@ pub struct Hub {
     store: Arc<RouteStore>,
     /// Where to save discovered routes; `None` when they are only read (operator commands).
     save_to: Option<PathBuf>,
-    /// Listener names, to create each new route's metric series.
-    listeners: Vec<String>,
+    /// The most routes the table may hold (`gateway.max_routes`).
+    max_routes: usize,
     clusters: Mutex<Clusters>,
+}
+
+/// Why discovered routes were not published.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The table would be over `max_routes`; the last good one keeps serving.
+    #[error("the new route table would hold {routes} routes, over gateway.max_routes ({max}); the last good table keeps serving. Raise max_routes if the cluster really has that many brokers")]
+    TooManyRoutes {
+        /// Routes in the table that was refused.
+        routes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The new routes could not be saved.
+    #[error(transparent)]
+    StateFile(#[from] StateFileError),
 }
 
 impl Hub {
     /// Creates the hub and publishes the static routes.
-    pub fn new(clusters: Clusters, store: Arc<RouteStore>, listeners: Vec<String>) -> Self {
+    pub fn new(clusters: Clusters, store: Arc<RouteStore>) -> Self {
         let hub = Hub {
             store,
             save_to: None,
-            listeners,
+            max_routes: usize::MAX,
             clusters: Mutex::new(clusters),
         };
         hub.publish(&hub.lock());
         hub
+    }
+
+    /// Refuses discovered routes that would take the table over `max` routes.
+    pub fn max_routes(mut self, max: usize) -> Self {
+        self.max_routes = max;
+        self
     }
 
     /// Saves discovered routes to `path` from now on.
@@ -72,10 +94,14 @@ impl Hub {
         cluster: &str,
         routes: ClusterRoutes,
         changed: bool,
-    ) -> Result<Vec<Conflict>, StateFileError> {
+    ) -> Result<Vec<Conflict>, UpdateError> {
         let mut clusters = self.lock();
-        clusters.set(cluster, routes);
-        let conflicts = self.publish(&clusters);
+        let mut next = clusters.clone();
+        next.set(cluster, routes);
+        let (table, conflicts) = next.table();
+        self.within_limit(&table)?;
+        *clusters = next;
+        self.publish_table(table);
         if changed {
             self.save(&clusters)?;
         }
@@ -90,21 +116,41 @@ impl Hub {
         self.save(&staged)
     }
 
+    /// Refuses a table over `max_routes`.
+    fn within_limit(&self, table: &RouteTable) -> Result<(), UpdateError> {
+        if table.len() > self.max_routes {
+            return Err(UpdateError::TooManyRoutes {
+                routes: table.len(),
+                max: self.max_routes,
+            });
+        }
+        Ok(())
+    }
+
     /// Replaces the static routes (a config reload) and publishes the merged table.
-    pub fn set_static(&self, routes: RouteTable) -> Vec<Conflict> {
+    /// Refused, with the last good table kept, when the result would be over `max_routes`.
+    pub fn set_static(&self, routes: RouteTable) -> Result<Vec<Conflict>, UpdateError> {
         let mut clusters = self.lock();
-        clusters.set_static(routes);
-        self.publish(&clusters)
+        let mut next = clusters.clone();
+        next.set_static(routes);
+        let (table, conflicts) = next.table();
+        self.within_limit(&table)?;
+        *clusters = next;
+        self.publish_table(table);
+        Ok(conflicts)
     }
 
     fn publish(&self, clusters: &Clusters) -> Vec<Conflict> {
         let (table, conflicts) = clusters.table();
-        let listeners: Vec<&str> = self.listeners.iter().map(String::as_str).collect();
-        let labels: Vec<&str> = table.routes().iter().map(|r| r.label.as_ref()).collect();
-        metrics::init_routes(&listeners, &labels);
-        metrics::ROUTE_COUNT.set(table.len() as i64);
-        self.store.swap(table);
+        self.publish_table(table);
         conflicts
+    }
+
+    fn publish_table(&self, table: RouteTable) {
+        metrics::set_route_counts(&table);
+        let table = Arc::new(table);
+        self.store.swap_arc(table.clone());
+        metrics::forget_routes(&table);
     }
 
     fn save(&self, clusters: &Clusters) -> Result<(), StateFileError> {

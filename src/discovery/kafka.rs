@@ -60,8 +60,12 @@ unsafe extern "C" fn resolve(
     let context = &*(opaque as *const Context);
     let host = CStr::from_ptr(node).to_string_lossy();
     let port = CStr::from_ptr(service).to_string_lossy().parse::<u16>();
-    let (Some(tunnels), Ok(port)) = (context.tunnels.as_ref(), port) else {
+    let Some(tunnels) = context.tunnels.as_ref() else {
         return libc::getaddrinfo(node, service, hints, res);
+    };
+    // Never fall back to a lookup of our own: the name must reach the proxy, not DNS.
+    let Ok(port) = port else {
+        return libc::EAI_SERVICE;
     };
     let opened =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tunnels.open(&host, port)));
@@ -79,7 +83,13 @@ unsafe extern "C" fn resolve(
     ) else {
         return libc::EAI_FAIL;
     };
-    libc::getaddrinfo(ip.as_ptr(), port.as_ptr(), hints, res)
+    // The tunnel is an IPv4 loopback address, whatever family librdkafka prefers.
+    let mut numeric: libc::addrinfo = std::mem::zeroed();
+    numeric.ai_family = libc::AF_INET;
+    numeric.ai_socktype = libc::SOCK_STREAM;
+    numeric.ai_protocol = libc::IPPROTO_TCP;
+    numeric.ai_flags = libc::AI_NUMERICHOST | libc::AI_NUMERICSERV;
+    libc::getaddrinfo(ip.as_ptr(), port.as_ptr(), &numeric, res)
 }
 
 /// True for an error that says the credentials were refused.
@@ -155,6 +165,10 @@ impl MetadataClient {
         }
         for (k, v) in &cluster.librdkafka {
             cfg.set(k, v.expose());
+        }
+        if tunnels.is_some() {
+            // Each lookup opens a one-shot tunnel: look up again for every connect.
+            cfg.set("broker.address.ttl", "0");
         }
         let failed = |e: KafkaError| SourceError::Client(e.to_string());
         let native = cfg.create_native_config().map_err(failed)?;
@@ -233,7 +247,7 @@ impl MetadataClient {
         self.client.context().clear();
         let mut md: *const rd::rd_kafka_metadata_t = std::ptr::null();
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: the handle is valid for the life of `self.producer`; `md` is freed below.
+        // SAFETY: the handle is valid for the life of `self.client`; `md` is freed below.
         let err = unsafe {
             rd::rd_kafka_metadata(
                 self.client.native_ptr(),

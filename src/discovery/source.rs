@@ -49,6 +49,9 @@ pub enum RefreshError {
     /// The new routes could not be saved.
     #[error(transparent)]
     StateFile(#[from] StateFileError),
+    /// The new routes could not be published.
+    #[error(transparent)]
+    Update(#[from] super::hub::UpdateError),
 }
 
 impl RefreshError {

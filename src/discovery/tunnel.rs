@@ -12,7 +12,6 @@
 use crate::upstream::egress::tunnel;
 use crate::upstream::LoopGuard;
 use snigate_core::egress::EgressProxy;
-use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +65,10 @@ impl Tunnels {
             let Ok(Ok((mut local, peer))) = accepted else {
                 return;
             };
-            if !own_socket(peer) {
+            let ours = tokio::task::spawn_blocking(move || own_socket(peer, addr))
+                .await
+                .unwrap_or(false);
+            if !ours {
                 log::warn!("discovery tunnel to {host}:{port}: refused a connection from {peer}, which is not this process");
                 return;
             }
@@ -89,39 +91,44 @@ impl Tunnels {
     }
 }
 
-/// True when `peer`, a loopback TCP address, is the local end of a socket this process
-/// holds: its inode in `/proc/net/tcp` is one of `/proc/self/fd`'s sockets.
-fn own_socket(peer: SocketAddr) -> bool {
-    let SocketAddr::V4(peer) = peer else {
+/// True when `peer`, the client end of a connection to our listener at `listener`, is a
+/// socket this process holds: its inode in `/proc/net/tcp` is one of `/proc/self/fd`'s.
+/// Blocking: reads `/proc`.
+fn own_socket(peer: SocketAddr, listener: SocketAddr) -> bool {
+    let (SocketAddr::V4(peer), SocketAddr::V4(listener)) = (peer, listener) else {
         return false;
     };
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
         return false;
     };
-    let Some(inode) = socket_inode(&table, peer) else {
+    let Some(inode) = socket_inode(&table, peer, listener) else {
         return false;
     };
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
         return false;
     };
     let want = format!("socket:[{inode}]");
-    let mine: HashSet<String> = fds
-        .flatten()
+    fds.flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-        .map(|link| link.to_string_lossy().into_owned())
-        .collect();
-    mine.contains(&want)
+        .any(|link| link.as_os_str() == want.as_str())
 }
 
-/// The inode of the socket whose local address is `addr`, from `/proc/net/tcp`'s text.
-fn socket_inode(table: &str, addr: SocketAddrV4) -> Option<u64> {
+/// `addr` as `/proc/net/tcp` writes it.
+fn proc_addr(addr: SocketAddrV4) -> String {
     let ip = u32::from_ne_bytes(addr.ip().octets());
-    let want = format!("{ip:08X}:{:04X}", addr.port());
+    format!("{ip:08X}:{:04X}", addr.port())
+}
+
+/// The inode of the socket from `local` to `remote`, from `/proc/net/tcp`'s text; sockets
+/// without one (such as TIME_WAIT leftovers) are skipped.
+fn socket_inode(table: &str, local: SocketAddrV4, remote: SocketAddrV4) -> Option<u64> {
+    let (local, remote) = (proc_addr(local), proc_addr(remote));
     table.lines().skip(1).find_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.get(1) == Some(&want.as_str()))
-            .then(|| cols.get(9)?.parse().ok())
-            .flatten()
+        if cols.get(1) != Some(&local.as_str()) || cols.get(2) != Some(&remote.as_str()) {
+            return None;
+        }
+        cols.get(9)?.parse::<u64>().ok().filter(|i| *i != 0)
     })
 }
 
@@ -133,11 +140,12 @@ mod tests {
     fn a_socket_of_this_process_is_found_and_another_is_not() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let at = listener.local_addr().unwrap();
         let (_server, peer) = listener.accept().unwrap();
         assert_eq!(peer, client.local_addr().unwrap());
-        assert!(own_socket(peer), "our own client socket");
+        assert!(own_socket(peer, at), "our own client socket");
         let other = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert!(!own_socket(other), "nobody's socket");
+        assert!(!own_socket(other, at), "nobody's socket");
         // Another process on this host connecting to the same kind of listener.
         let port = listener.local_addr().unwrap().port();
         let mut intruder = std::process::Command::new("bash")
@@ -145,14 +153,22 @@ mod tests {
             .spawn()
             .unwrap();
         let (_theirs, peer) = listener.accept().unwrap();
-        let theirs = own_socket(peer);
+        let theirs = own_socket(peer, at);
         let _ = intruder.kill();
         let _ = intruder.wait();
         assert!(!theirs, "a socket of another process passed as ours");
-        let line = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n";
-        assert_eq!(
-            socket_inode(line, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080)),
-            Some(4242)
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+0: 0100007F:1F90 0100007F:0050 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0\n   \
+1: 0100007F:1F90 0100007F:0050 01 00000000:00000000 00:00000000 00000000     0        0 4242 1 0 100 0 0 10 0\n";
+        let (local, remote) = (
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080),
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 80),
         );
+        assert_eq!(
+            socket_inode(table, local, remote),
+            Some(4242),
+            "TIME_WAIT rows have no inode"
+        );
+        assert_eq!(socket_inode(table, remote, local), None);
     }
 }

@@ -317,6 +317,7 @@ impl Handler {
         let connected = match (pool, proxy) {
             (None, Some(proxy)) => {
                 rec.proxy = Some(proxy.label.clone());
+                let asked = tokio::time::Instant::now();
                 let tunnel = match route.upstream.host_for(rec.sni.as_deref()) {
                     Some(host) => {
                         let port = route.upstream.port_for(local_port);
@@ -338,8 +339,12 @@ impl Handler {
                         upstream::egress::count(&proxy, Ok(t.answer));
                     }
                     Err(upstream::ConnectError::Proxy(e)) => {
+                        rec.proxy_ms = Some(asked.elapsed().as_millis() as u64);
                         rec.proxy_reply = Some(e.reply());
                         upstream::egress::count(&proxy, Err(e));
+                    }
+                    Err(upstream::ConnectError::Loop { .. }) => {
+                        rec.proxy_reply = Some("loop".into());
                     }
                     Err(_) => {}
                 }
@@ -412,6 +417,12 @@ impl Handler {
                 format!("cannot pass on the upstream's first bytes: {e}"),
             );
             return None;
+        }
+        if !early.is_empty() {
+            let n = early.len() as u64;
+            self.metrics.bytes_down.inc_by(n);
+            route_series.bytes_down.inc_by(n);
+            totals.down.fetch_add(n, Ordering::Relaxed);
         }
 
         let hello_bytes = &buf[start.min(buf.len())..];

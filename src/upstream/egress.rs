@@ -11,7 +11,7 @@ use snigate_core::egress::{connect_reply, connect_request, ConnectReply, EgressP
 use snigate_core::names::ip_literal;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -135,8 +135,25 @@ fn socks_error(e: &tokio_socks::Error) -> Option<(String, String)> {
     Some((format!("socks5:{code}"), format!("SOCKS reply {code}: {e}")))
 }
 
-/// Opens a tunnel through `proxy` to `host:port` within `timeout`.
+/// Opens a tunnel through `proxy` to `host:port`; everything (the proxy's name lookup,
+/// its addresses in turn, its answer) shares one `timeout`.
 pub async fn tunnel(
+    proxy: &EgressProxy,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    guard: &LoopGuard,
+) -> Result<Tunnel, ConnectError> {
+    match tokio::time::timeout(timeout, tunnel_within(proxy, host, port, timeout, guard)).await {
+        Ok(done) => done,
+        Err(_) => Err(ConnectError::Proxy(ProxyError::Timeout {
+            proxy: proxy.label.to_string(),
+            timeout,
+        })),
+    }
+}
+
+async fn tunnel_within(
     proxy: &EgressProxy,
     host: &str,
     port: u16,
@@ -171,18 +188,9 @@ pub async fn tunnel(
     })?;
     let proxy_addr = connected.addr;
     let asked = Instant::now();
-    let left = timeout.saturating_sub(start.elapsed());
-    let handshake = handshake(proxy, connected.stream, host, port);
-    let (stream, early) = match tokio::time::timeout(left, handshake).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => return Err(ConnectError::Proxy(e)),
-        Err(_) => {
-            return Err(ConnectError::Proxy(ProxyError::Timeout {
-                proxy: label,
-                timeout,
-            }))
-        }
-    };
+    let (stream, early) = handshake(proxy, connected.stream, host, port)
+        .await
+        .map_err(ConnectError::Proxy)?;
     Ok(Tunnel {
         stream,
         proxy_addr,
@@ -192,12 +200,19 @@ pub async fn tunnel(
     })
 }
 
-async fn handshake(
+/// Asks `proxy`, over `stream` (already connected to it), for a tunnel to `host:port`, and
+/// reads its answer. Returns the stream, now carrying the upstream's bytes, and any of
+/// those that came with the answer. Generic over the stream so that the fuzz target
+/// `proxy_reply` drives this very code with arbitrary answers; it sets no timeout itself.
+pub async fn handshake<S>(
     proxy: &EgressProxy,
-    mut stream: TcpStream,
+    mut stream: S,
     host: &str,
     port: u16,
-) -> Result<(TcpStream, Vec<u8>), ProxyError> {
+) -> Result<(S, Vec<u8>), ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let label = proxy.label.to_string();
     let target = host_port(host, port);
     let bad = |what: String| ProxyError::BadAnswer {

@@ -225,7 +225,10 @@ impl Watch {
         }
     }
 
+    /// Every drain now; when the stable process does not answer (it may be busy with an
+    /// upgrade), its drains as last heard.
     async fn poll(&self) -> Vec<DrainReport> {
+        let own = std::process::id();
         let mut reports = match self.control.clone() {
             Some(control) => tokio::task::spawn_blocking(move || {
                 control::ask(&control, &Request::Drains, REPORT_EVERY, |_| {})
@@ -236,11 +239,11 @@ impl Watch {
             .map(|answer| control::parse_drains(&answer))
             .unwrap_or_else(|e| {
                 log::debug!("cannot ask the stable process for drains: {e}");
-                Vec::new()
+                self.board.reports()
             }),
             None => Vec::new(),
         };
-        reports.retain(|r| r.pid != std::process::id());
+        reports.retain(|r| r.pid != own);
         reports.extend(self.shared.drain.report(self.shared.active()));
         reports.sort_by_key(|r| r.since_ms);
         reports

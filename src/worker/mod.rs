@@ -50,7 +50,6 @@ pub struct Start {
 /// The route hub: static routes, plus discovered ones restored from the state file.
 fn hub(gateway: &GatewayConfig) -> Arc<Hub> {
     let names: Vec<String> = gateway.clusters.iter().map(|c| c.name.clone()).collect();
-    let listeners = gateway.listeners.iter().map(|l| l.name.clone()).collect();
     // Brokers reached through an egress proxy get no direct health check.
     let broker_check = gateway
         .health_check
@@ -59,12 +58,9 @@ fn hub(gateway: &GatewayConfig) -> Arc<Hub> {
         gateway.routes.clone(),
         broker_check,
     ));
-    let hub = Hub::new(
-        Clusters::new(gateway.routes.clone(), names),
-        store,
-        listeners,
-    )
-    .save_to(gateway.state_file.clone());
+    let hub = Hub::new(Clusters::new(gateway.routes.clone(), names), store)
+        .max_routes(gateway.max_routes)
+        .save_to(gateway.state_file.clone());
     if let Some(path) = &gateway.state_file {
         match hub.restore(path) {
             Ok(restored) if !restored.is_empty() => log::info!(

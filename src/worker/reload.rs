@@ -51,8 +51,19 @@ impl Reloader {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let c = changes(&running, &new.core());
         if c.routes {
-            for conflict in self.hub.set_static(new.gateway.routes.clone()) {
-                log::warn!("route conflict: {conflict}");
+            match self.hub.set_static(new.gateway.routes.clone()) {
+                Ok(conflicts) => {
+                    for conflict in conflicts {
+                        log::warn!("route conflict: {conflict}");
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "reload failed: config {path}: {e}; still serving the previous config"
+                    );
+                    metrics::RELOADS.with_label_values(&["failed"]).inc();
+                    return;
+                }
             }
             running.gateway.routes = new.gateway.routes.clone();
         }

@@ -6,6 +6,7 @@
 //!    `Proxy-Authorization` header when a user is given) or `socks5://[user:pass@]host:port`
 //!    (RFC 1928, with RFC 1929 username and password when given). The port is required.
 //!    User and password are percent-decoded, so a `@` or `:` in them is written `%40`, `%3A`.
+//!    A user may not contain `:` (HTTP Basic auth could not carry it).
 //! 2. A route's own `egress_proxy:` wins over the gateway's; `none` means a direct connect.
 //! 3. The proxy is asked for the upstream's *name*; snigate never resolves it. An upstream
 //!    written as an IP address is sent as an address.
@@ -105,8 +106,8 @@ pub enum EgressError {
     /// A path, query or fragment after the address.
     #[error("{0}: a proxy URL has no path; write scheme://[user:pass@]host:port")]
     Path(String),
-    /// A user without a password, or a bad percent-escape.
-    #[error("{0}: credentials are user:pass, percent-encoded (`@` as %40, `:` as %3A)")]
+    /// A user without a password, a `:` in the user, or a bad percent-escape.
+    #[error("{0}: credentials are user:pass, percent-encoded (`@` as %40, `:` as %3A), and the user holds no `:`")]
     Credentials(String),
     /// SOCKS5 limits each of user and password to 255 bytes (RFC 1929).
     #[error("{0}: a SOCKS5 user and password are at most 255 bytes each (RFC 1929)")]
@@ -135,14 +136,21 @@ impl EgressProxy {
     /// Parses a proxy URL (see the module's rules). Errors name the URL without its
     /// credentials.
     pub fn parse(url: &str) -> Result<EgressProxy, EgressError> {
+        EgressProxy::parse_shown_as(url, &redact(url))
+    }
+
+    /// As [`EgressProxy::parse`], with errors naming the value as `shown` (for a value
+    /// that came from the environment and must not be shown at all).
+    pub fn parse_shown_as(url: &str, shown: &str) -> Result<EgressProxy, EgressError> {
+        let shown = shown.to_owned();
         let (scheme, rest) = match url.split_once("://") {
             Some(("http", rest)) => (Scheme::Http, rest),
             Some(("socks5" | "socks5h", rest)) => (Scheme::Socks5, rest),
-            _ => return Err(EgressError::Scheme(redact(url))),
+            _ => return Err(EgressError::Scheme(shown)),
         };
-        let shown = redact(url);
         let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#']) {
+        let address_part = rest.rsplit_once('@').map_or(rest, |(_, a)| a);
+        if address_part.contains(['/', '?', '#']) {
             return Err(EgressError::Path(shown));
         }
         let (auth, address) = match rest.rsplit_once('@') {
@@ -154,7 +162,7 @@ impl EgressProxy {
                     percent_decode(user).ok_or_else(|| EgressError::Credentials(shown.clone()))?;
                 let pass =
                     percent_decode(pass).ok_or_else(|| EgressError::Credentials(shown.clone()))?;
-                if user.is_empty() {
+                if user.is_empty() || user.contains(':') {
                     return Err(EgressError::Credentials(shown));
                 }
                 if scheme == Scheme::Socks5 && (user.len() > 255 || pass.len() > 255) {
@@ -323,6 +331,20 @@ mod tests {
             assert!(e.contains(want), "{url}: {e}");
             assert!(!e.contains("hunter2"), "{url}: the password leaks: {e}");
         }
+        let p = EgressProxy::parse("http://u:pa/ss?#@p.test:3128").unwrap();
+        assert_eq!(
+            p.auth.unwrap().1.expose(),
+            "pa/ss?#",
+            "only the address may not have a path"
+        );
+        let e = EgressProxy::parse("http://u%3Ax:pw@p.test:3128").unwrap_err();
+        assert!(matches!(e, EgressError::Credentials(_)), "{e}");
+        let e = EgressProxy::parse_shown_as("hunter2", "the value of ${PROXY} (not shown)")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string().split(';').next(),
+            Some("`the value of ${PROXY} (not shown)` is not a proxy URL")
+        );
         let long = format!("socks5://u:{}@p.test:1080", "x".repeat(256));
         assert!(matches!(
             EgressProxy::parse(&long),

@@ -64,7 +64,9 @@ fn parse_v1(input: &[u8]) -> Parse {
             Parse::Incomplete
         };
     };
-    if end + 2 > V1_MAX {
+    // A bare LF before the CRLF is refused here as it is in a prefix (above), so that no
+    // prefix of a header the parser accepts is ever refused.
+    if end + 2 > V1_MAX || input[..end].contains(&b'\n') {
         return Parse::Invalid;
     }
     let Ok(line) = std::str::from_utf8(&input[PREFIX.len()..end]) else {
@@ -290,6 +292,9 @@ mod tests {
             b"PROXY TCP4 ::1 ::2 1 2\r\n",
             b"PROXY TCP4 10.0.0.1 10.0.0.2 1 99999\r\n",
             b"PROXY TCP4 10.0.0.1\n",
+            // A bare LF inside an UNKNOWN line: its prefixes were refused, so is the line
+            // (found by the proxy_protocol fuzz target).
+            b"PROXY UNKNOWN \0\0Y M,\n\0\r\n",
             b"PROXYTCP4",
         ] {
             assert_eq!(

@@ -132,6 +132,16 @@ impl RouteTable {
         }
     }
 
+    /// True when a route of the table is labelled `label` (its pattern as written).
+    pub fn has_label(&self, label: &str) -> bool {
+        let (map, key) = match label.strip_prefix("*.") {
+            Some(suffix) => (&self.wildcard, suffix),
+            None => (&self.exact, label),
+        };
+        map.get(normalize_name(key).as_ref())
+            .is_some_and(|r| &*r.label == label)
+    }
+
     /// Finds the route for a requested name, following the module's matching rules.
     pub fn lookup(&self, sni: &str) -> Option<&Arc<Route>> {
         let name = normalize_name(sni);

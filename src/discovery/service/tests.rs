@@ -89,8 +89,7 @@ impl Rig {
         std::fs::create_dir_all(&dir).unwrap();
         let clusters = Clusters::new(RouteTable::default(), vec![tag.into()]);
         let store = Arc::new(RouteStore::new(RouteTable::default()));
-        let hub =
-            Hub::new(clusters, store, vec!["kafka".into()]).save_to(Some(dir.join("state.yaml")));
+        let hub = Hub::new(clusters, store).save_to(Some(dir.join("state.yaml")));
         Rig {
             dir,
             hub: Arc::new(hub),

@@ -73,6 +73,9 @@ pub fn changes(old: &Config, new: &Config) -> Changes {
     if o.reload != n.reload {
         c.need_upgrade.push("gateway.reload");
     }
+    if o.max_routes != n.max_routes {
+        c.need_upgrade.push("gateway.max_routes");
+    }
     if o.egress_proxy != n.egress_proxy {
         // Discovery's tunnels are opened through it when the worker starts.
         c.need_upgrade.push("gateway.egress_proxy");

@@ -114,6 +114,14 @@ pub enum ConfigError {
         /// What is wrong.
         source: crate::pool::PoolError,
     },
+    /// More static routes than `max_routes`.
+    #[error("gateway.routes has {routes} routes, over gateway.max_routes ({max}); raise max_routes, or merge routes with a wildcard such as `*.eu-west-2.aws.confluent.cloud`")]
+    TooManyRoutes {
+        /// How many there are.
+        routes: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An `egress_proxy:` value that is not a proxy URL.
     #[error("{key}: {source}")]
     Egress {

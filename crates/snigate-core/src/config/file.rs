@@ -51,6 +51,9 @@ pub struct FileGateway {
     pub health_check: Option<serde_yaml::Value>,
     /// A forward proxy every upstream connection goes through (and discovery), or `none`.
     pub egress_proxy: Option<String>,
+    /// The most routes the table may hold, static and discovered together.
+    #[serde(default = "default_max_routes")]
+    pub max_routes: u64,
 }
 
 /// `access_log:`.
@@ -192,6 +195,9 @@ pub struct FileCluster {
     pub librdkafka: BTreeMap<String, String>,
 }
 
+fn default_max_routes() -> u64 {
+    1_000_000
+}
 fn default_clienthello_timeout_ms() -> u64 {
     5_000
 }

@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub health_check: Option<crate::pool::HealthCheck>,
     /// The forward proxy upstream connections and discovery go through, if any.
     pub egress_proxy: Option<std::sync::Arc<crate::egress::EgressProxy>>,
+    /// The most routes the table may hold, static and discovered together.
+    pub max_routes: usize,
     /// Things that work but should be fixed, such as a literal proxy password; `-t` prints
     /// them and the worker logs them.
     pub warnings: Vec<String>,

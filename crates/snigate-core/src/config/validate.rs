@@ -220,6 +220,19 @@ pub(super) fn gateway(
         Egress::Via(p) => Some(p),
         Egress::Inherit | Egress::Direct => None,
     };
+    let max_routes = usize::try_from(in_range(
+        "gateway.max_routes".into(),
+        g.max_routes,
+        1..=100_000_000,
+        "between 1 and 100000000",
+    )?)
+    .unwrap_or(usize::MAX);
+    if g.routes.len() > max_routes {
+        return Err(ConfigError::TooManyRoutes {
+            routes: g.routes.len(),
+            max: max_routes,
+        });
+    }
     let routes = routes(
         &g,
         lookup,
@@ -284,6 +297,7 @@ pub(super) fn gateway(
         access_log,
         health_check,
         egress_proxy,
+        max_routes,
         warnings,
     })
 }
@@ -303,10 +317,16 @@ fn egress(
     if value == "none" {
         return Ok(Egress::Direct);
     }
-    let proxy = EgressProxy::parse(value).map_err(|source| ConfigError::Egress {
-        key: key.to_owned(),
-        source,
-    })?;
+    // A value with references is shown as written, so that no variable's value appears.
+    let shown = match raw {
+        Some(written) if !e.from_env.is_empty() => crate::egress::redact(written.trim()),
+        _ => crate::egress::redact(value),
+    };
+    let proxy =
+        EgressProxy::parse_shown_as(value, &shown).map_err(|source| ConfigError::Egress {
+            key: key.to_owned(),
+            source,
+        })?;
     let written_password = raw
         .and_then(|r| r.split_once("://"))
         .and_then(|(_, rest)| rest.rsplit_once('@'))

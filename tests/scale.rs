@@ -1,0 +1,153 @@
+//! Routes at scale: per-route metric series grow with traffic, not with the table, and go
+//! with their route; `max_routes` bounds the table.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// The `gateway:` section: one listener on host 1, `routes` static routes named
+/// `rN.scale.test` to an echo upstream on host 2, the admin endpoint, and `extra`.
+fn gateway(net: &Net, routes: usize, extra: &str) -> String {
+    let mut yaml = format!(
+        "gateway:\n  listeners:\n    - name: kafka\n      address: {gw}:9092\n  admin:\n    address: {gw}:9080\n{extra}  routes:\n",
+        gw = net.ip(1)
+    );
+    for i in 0..routes {
+        yaml.push_str(&format!(
+            "    - sni: r{i}.scale.test\n      upstream: {}:9092\n",
+            net.ip(2)
+        ));
+    }
+    yaml
+}
+
+/// One connection through route `rN.scale.test`, echoed and closed.
+fn use_route(net: &Net, n: usize) {
+    let mut s = TcpStream::connect(net.addr(1, 9092)).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let hello = snigate_core::probe::client_hello(&format!("r{n}.scale.test"), [3; 32]);
+    s.write_all(&hello).unwrap();
+    let mut back = vec![0u8; hello.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, hello);
+}
+
+/// Every series line of `metrics` that names route `rN.scale.test`.
+fn series_of(metrics: &str, n: usize) -> Vec<String> {
+    let label = format!("route=\"r{n}.scale.test\"");
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&label))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn route_series_appear_with_traffic_and_go_with_the_route() {
+    let net = Net::new();
+    let scratch = Scratch::new("route-series");
+    let _up = RawUpstream::start(net.addr(2, 9092), echo);
+    let gw = Snigate::start(&scratch.dir, &gateway(&net, 3, ""), net.addr(1, 9080));
+    let metrics = gw.metrics();
+    for n in 0..3 {
+        assert!(series_of(&metrics, n).is_empty(), "{metrics}");
+    }
+    assert_eq!(gw.metric("snigate_routes", &[("kind", "static")]), 3.0);
+    assert_eq!(gw.metric("snigate_routes", &[("kind", "broker")]), 0.0);
+
+    use_route(&net, 1);
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "r1.scale.test"), ("outcome", "ok")],
+        1.0,
+    );
+    let metrics = gw.metrics();
+    let r1 = series_of(&metrics, 1);
+    assert!(
+        r1.iter()
+            .any(|l| l.starts_with("snigate_route_bytes_total{") && l.contains("upstream")),
+        "{r1:?}"
+    );
+    assert!(series_of(&metrics, 0).is_empty() && series_of(&metrics, 2).is_empty());
+
+    // Route 1 leaves the table on a reload: its series go; route 2's never came.
+    let conf = gateway(&net, 3, "").replace(
+        &format!(
+            "    - sni: r1.scale.test\n      upstream: {}:9092\n",
+            net.ip(2)
+        ),
+        "",
+    );
+    write_config(&scratch.dir, &conf);
+    gw.signal("HUP");
+    let start = Instant::now();
+    while !series_of(&gw.metrics(), 1).is_empty() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "route 1's series outlived it:\n{}",
+            gw.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(gw.metric("snigate_routes", &[("kind", "static")]), 2.0);
+    use_route(&net, 2);
+    gw.wait_metric(
+        "snigate_connections_total",
+        &[("route", "r2.scale.test"), ("outcome", "ok")],
+        1.0,
+    );
+}
+
+/// An idle gateway with 10,000 routes serves `/metrics` in under 100 KB.
+#[test]
+fn an_idle_table_of_ten_thousand_routes_scrapes_small() {
+    let net = Net::new();
+    let scratch = Scratch::new("route-scrape");
+    let gw = Snigate::start(&scratch.dir, &gateway(&net, 10_000, ""), net.addr(1, 9080));
+    assert_eq!(gw.metric("snigate_routes", &[("kind", "static")]), 10_000.0);
+    let size = gw.metrics().len();
+    assert!(
+        size < 100_000,
+        "/metrics is {size} bytes with 10,000 idle routes"
+    );
+}
+
+/// `max_routes` refuses a file with more static routes, naming the fix, and a reload that
+/// would exceed it keeps the last good table.
+#[test]
+fn max_routes_refuses_a_bigger_table_and_keeps_the_last_good_one() {
+    let net = Net::new();
+    let scratch = Scratch::new("max-routes");
+    let _up = RawUpstream::start(net.addr(2, 9092), echo);
+    let conf = write_config(&scratch.dir, &gateway(&net, 3, "  max_routes: 2\n"));
+    let out = std::process::Command::new(snigate_bin())
+        .args(["-t", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("gateway.routes has 3 routes, over gateway.max_routes (2)"),
+        "{text}"
+    );
+
+    let gw = Snigate::start(
+        &scratch.dir,
+        &gateway(&net, 3, "  max_routes: 3\n"),
+        net.addr(1, 9080),
+    );
+    write_config(&scratch.dir, &gateway(&net, 4, "  max_routes: 3\n"));
+    gw.signal("HUP");
+    gw.wait_metric(
+        "snigate_config_reloads_total",
+        &[("outcome", "failed")],
+        1.0,
+    );
+    assert!(gw.log_text().contains("over gateway.max_routes (3)"));
+    assert_eq!(gw.metric("snigate_routes", &[("kind", "static")]), 3.0);
+    use_route(&net, 0);
+}
