@@ -14,7 +14,7 @@
 # callgrind), a perf profile of snigate, and the route lookup. The report ends with the
 # targets, each a median of the ratios taken within each run.
 #
-#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR] [--pools | --egress]
+#   bash load-tests/bench.sh [--quick] [--runs N] [--results DIR] [--pools | --egress | --scale]
 #
 # --pools measures what server pools cost instead: snigate's connection rate and p99
 # with every route a pool of three servers against every route one upstream, alternated
@@ -25,6 +25,13 @@
 # microsocks (SOCKS5 with a username and password), against the same routes direct, at one
 # fixed open-loop rate, alternated within each run. The proxies run on CPU 1 with the load
 # side, so the gateway's CPU figures are its own.
+#
+# --scale measures routes at scale: for 10, 1,000, 10,000 and 100,000 static routes (named as
+# brokers of clusters of 30), snigate's `-t` time, time to /ready, worker RSS, /metrics size
+# and scrape time, lookup rate (the closed loop over 200 of the names), the time a SIGHUP
+# reload that changes 1% of the routes takes, and the open-loop p99 with reloads going on
+# against the p99 without; beside it HAProxy at the same counts, as the recipe writes it (one
+# ACL and one backend per route) and with a map file (one backend per upstream).
 #
 # --quick is the CI smoke: a second or two per workload and small connection counts; its
 # numbers mean nothing. Without it, every workload runs --runs times (default 3) and the
@@ -41,6 +48,7 @@ results_dir="$root/load-tests/results"
 inside=false
 pools=false
 egress=false
+scale=false
 while (($#)); do
   case "$1" in
     --quick) quick=true ;;
@@ -49,6 +57,7 @@ while (($#)); do
     --inside) inside=true ;;
     --pools) pools=true ;;
     --egress) egress=true ;;
+    --scale) scale=true ;;
     *) echo "bench: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -85,6 +94,7 @@ if ! $inside; then
   $quick && args+=(--quick)
   $pools && args+=(--pools)
   $egress && args+=(--egress)
+  $scale && args+=(--scale)
   ip netns exec "$ns" bash "$0" --inside "${args[@]}"
   exit $?
 fi
@@ -335,6 +345,168 @@ if $pools; then
     echo "| CPU µs per check | $(median checks cpu_us_per_check) |"
     echo
     echo "## Raw results (config, metric, value, run)"
+    echo
+    echo '```'; cat "$raw"; echo '```'
+  } > "$file"
+  cat "$file"
+  echo "bench: results written to ${file#"$root"/}"
+  ((failures)) && exit 1
+  exit 0
+fi
+
+# ---- --scale: routes at scale --------------------------------------------------------------
+if $scale; then
+  counts=(10 1000 10000 100000); $quick && counts=(10 1000)
+  scale_rate=2000; $quick && scale_rate=300
+  ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
+  # scale_names N: route i is broker b(i mod 30) of cluster c(i / 30).
+  scale_names() { awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) printf "b%d-pkc-c%d.eu-west-2.aws.confluent.test\n", i % 30, int(i / 30) }'; }
+  # scale_config N SHIFT: snigate's config; every 100th route's upstream moved by SHIFT.
+  scale_config() {
+    { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+      echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
+      echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+      echo "  max_connections: $max_conns"; echo "  routes:"
+      scale_names "$1" | awk -v shift="$2" -v ups="$(IFS=,; echo "${upstreams[*]}")" '
+        BEGIN { n = split(ups, u, ",") }
+        { i = NR - 1; k = i % n; if (i % 100 == 0) k = (k + shift) % n
+          printf "    - sni: %s\n      upstream: %s\n", $0, u[k + 1] }'
+    } > "$work/snigate-$2.yaml"
+  }
+  scale_haproxy() {
+    { echo "global"; echo "  nbthread 1"; echo "  maxconn $max_conns"
+      echo "defaults"; echo "  mode tcp"; echo "  timeout connect 5s"; echo "  timeout client 1h"
+      echo "  timeout server 1h"; echo "  option splice-auto"
+      echo "frontend gateway"; echo "  bind $gw"; echo "  maxconn $max_conns"; echo "  tcp-request inspect-delay 5s"
+      echo "  tcp-request content accept if { req.ssl_hello_type 1 }"
+      if [ "$2" = map ]; then
+        echo "  use_backend %[req.ssl_sni,lower,map($work/sni.map,none)]"
+        for k in "${!upstreams[@]}"; do echo "backend u$k"; echo "  server s ${upstreams[$k]}"; done
+      else
+        scale_names "$1" | awk '{ printf "  use_backend be%d if { req.ssl_sni -i %s }\n", NR - 1, $0 }'
+        scale_names "$1" | awk -v ups="$(IFS=,; echo "${upstreams[*]}")" '
+          BEGIN { n = split(ups, u, ",") } { printf "backend be%d\n  server s %s\n", NR - 1, u[(NR - 1) % n + 1] }'
+      fi
+    } > "$work/haproxy.cfg"
+    scale_names "$1" | awk -v n="${#upstreams[@]}" '{ printf "%s u%d\n", $0, (NR - 1) % n }' > "$work/sni.map"
+  }
+  rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+  reloads_ok() { curl -s http://127.0.0.2:9080/metrics | awk '/^snigate_config_reloads_total\{.*outcome="ok"/ { print $NF }'; }
+  for run in $(seq 1 "$runs"); do
+    for n in "${counts[@]}"; do
+      # 200 of the names, spread over the table, for the lookup rate.
+      rm -rf "$work/scale-hellos"
+      sample=$(scale_names "$n" | awk -v n="$n" 'BEGIN { s = n < 200 ? 1 : int(n / 200) } (NR - 1) % s == 0' | head -200 | paste -sd,)
+      "$loadgen" hellos --names "$sample" --out "$work/scale-hellos"
+      scale_config "$n" 0; scale_config "$n" 1
+      cp "$work/snigate-0.yaml" "$work/snigate.yaml"
+      echo "bench: run $run/$runs, $n routes: snigate"
+      t0=$(ms_now); "$bin/snigate" -t -c "$work/snigate.yaml" > /dev/null; t1=$(ms_now)
+      echo -e "snigate\tn${n}_check_ms\t$((t1 - t0))\t$run" >> "$raw"
+      t0=$(ms_now)
+      RUST_LOG=warn taskset -c 0 "$bin/snigate" -c "$work/snigate.yaml" > "$work/snigate.log" 2>&1 &
+      stable=$!; pids_started+=("$stable")
+      until curl -sf -o /dev/null http://127.0.0.2:9080/ready; do
+        (( $(ms_now) - t0 < 120000 )) || { failed "snigate: not ready with $n routes"; break; }
+        sleep 0.005
+      done
+      t1=$(ms_now)
+      worker=$(pgrep -f -- "--worker -u -c $work/snigate.yaml" | head -1)
+      gateway_pids=("$worker" "$stable")
+      echo -e "snigate\tn${n}_ready_ms\t$((t1 - t0))\t$run" >> "$raw"
+      echo -e "snigate\tn${n}_rss_kib\t$(rss_kib "$worker")\t$run" >> "$raw"
+      read -r size scrape_s < <(curl -s -o /dev/null -w '%{size_download} %{time_total}\n' http://127.0.0.2:9080/metrics)
+      echo -e "snigate\tn${n}_metrics_bytes\t$size\t$run" >> "$raw"
+      echo -e "snigate\tn${n}_metrics_ms\t$(awk -v s="$scrape_s" 'BEGIN { printf "%.1f", s * 1000 }')\t$run" >> "$raw"
+      pid_args_now
+      taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/scale-hellos" --concurrency 32 \
+        --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --prefix "n${n}_" --label snigate --out "$raw" \
+        --run "$run" > /dev/null || failed "snigate: the lookup rate with $n routes"
+      # One reload that moves 1% of the routes, timed from SIGHUP to the counter.
+      before=$(reloads_ok); cp "$work/snigate-1.yaml" "$work/snigate.yaml"
+      t0=$(ms_now); kill -HUP "$stable"
+      until [ "$(reloads_ok)" != "$before" ]; do
+        (( $(ms_now) - t0 < 60000 )) || { failed "snigate: no reload with $n routes"; break; }
+      done
+      t1=$(ms_now)
+      echo -e "snigate\tn${n}_reload_ms\t$((t1 - t0))\t$run" >> "$raw"
+      grep -q "reload failed" "$work/snigate.log" && failed "snigate: a reload with $n routes failed"
+      # The open loop without, then with, a reload every half second (each moving 1%).
+      taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
+        --prefix "n${n}_steady" --warmup-secs "$warm" --seconds "$open_secs" --label snigate --out "$raw" \
+        --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop with $n routes"
+      ( sleep "$warm"; end=$(( $(ms_now) + ${open_secs%.*} * 1000 )); shift_now=0
+        while (( $(ms_now) < end )); do
+          shift_now=$((1 - shift_now)); cp "$work/snigate-$shift_now.yaml" "$work/snigate.yaml"
+          kill -HUP "$stable"; sleep 0.5
+        done ) &
+      reloader=$!
+      taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
+        --prefix "n${n}_reloading" --warmup-secs "$warm" --seconds "$open_secs" --label snigate --out "$raw" \
+        --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop during reloads with $n routes"
+      wait "$reloader" 2> /dev/null || true
+      grep -q "reload failed" "$work/snigate.log" && failed "snigate: a reload with $n routes failed"
+      stop_gateway
+      for layout in backends map; do
+        echo "bench: run $run/$runs, $n routes: haproxy ($layout)"
+        scale_haproxy "$n" "$layout"
+        t0=$(ms_now); haproxy -c -q -f "$work/haproxy.cfg" > /dev/null 2>&1 || failed "haproxy $layout: -c with $n routes"; t1=$(ms_now)
+        echo -e "haproxy_$layout\tn${n}_check_ms\t$((t1 - t0))\t$run" >> "$raw"
+        t0=$(ms_now)
+        taskset -c 0 haproxy -db -f "$work/haproxy.cfg" > "$work/haproxy.log" 2>&1 &
+        pids_started+=($!); gateway_pids=($!)
+        until (exec 3<>"/dev/tcp/${gw%:*}/${gw#*:}") 2>/dev/null; do
+          (( $(ms_now) - t0 < 300000 )) || { failed "haproxy $layout: not listening with $n routes"; break; }
+          sleep 0.005
+        done
+        t1=$(ms_now)
+        echo -e "haproxy_$layout\tn${n}_ready_ms\t$((t1 - t0))\t$run" >> "$raw"
+        echo -e "haproxy_$layout\tn${n}_rss_kib\t$(rss_kib "${gateway_pids[0]}")\t$run" >> "$raw"
+        pid_args_now
+        taskset -c 1 "$loadgen" rate --targets "$gw" --hellos "$work/scale-hellos" --concurrency 32 \
+          --warmup-secs "$warm" --seconds "$secs" "${pid_args[@]}" --prefix "n${n}_" --label "haproxy_$layout" \
+          --out "$raw" --run "$run" > /dev/null || failed "haproxy $layout: the lookup rate with $n routes"
+        stop_gateway
+      done
+    done
+  done
+  col() { median "$1" "n${2}_$3"; }
+  mkdir -p "$results_dir"
+  stamp=$(date -u +%Y-%m-%dT%H%MZ)-scale; $quick && stamp="$stamp-quick"
+  file="$results_dir/$stamp.md"
+  {
+    echo "# Routes at scale, $stamp"
+    echo
+    echo "\`bash load-tests/bench.sh --scale$($quick && echo " --quick") --runs $runs\`. One worker thread on CPU 0; load"
+    echo "generator and the 12 upstreams on CPU 1. Route i is \`b(i mod 30)-pkc-c(i / 30).eu-west-2.aws.confluent.test\`,"
+    echo "static, to one of the 12 upstreams. Lookups: the closed loop (32 clients, ${secs}s) over 200 names spread"
+    echo "over the table. Reload: SIGHUP with 1% of the upstreams changed, timed to the reload counter (the"
+    echo "scrape polls add a few ms). p99: open loop at $scale_rate/s for ${open_secs}s, without and with a reload"
+    echo "every 0.5 s. Medians over $runs run(s)."
+    echo
+    echo "| routes | \`-t\` ms | to /ready ms | worker RSS MiB | KiB/route over 10 routes | /metrics bytes | scrape ms | lookups conns/s | reload ms | p99 µs steady | p99 µs reloading | reloading ÷ steady |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    base=$(col snigate 10 rss_kib)
+    for n in "${counts[@]}"; do
+      rss=$(col snigate "$n" rss_kib); steady=$(col snigate "$n" steady_p99_us); during=$(col snigate "$n" reloading_p99_us)
+      per=$(awk -v r="$rss" -v b="$base" -v n="$n" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }')
+      echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
+    done
+    echo
+    echo "HAProxy at the same counts (\`-c\` is its config check; ready is until its port accepts):"
+    echo
+    echo "| routes | layout | \`-c\` ms | to ready ms | RSS MiB | KiB/route over 10 routes | lookups conns/s |"
+    echo "|---|---|---|---|---|---|---|"
+    for layout in backends map; do
+      base=$(col "haproxy_$layout" 10 rss_kib)
+      for n in "${counts[@]}"; do
+        rss=$(col "haproxy_$layout" "$n" rss_kib)
+        per=$(awk -v r="$rss" -v b="$base" -v n="$n" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }')
+        echo "| $n | $layout | $(col "haproxy_$layout" "$n" check_ms) | $(col "haproxy_$layout" "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(col "haproxy_$layout" "$n" conns_per_s) |"
+      done
+    done
+    echo
+    echo "## Raw results (gateway, metric, value, run)"
     echo
     echo '```'; cat "$raw"; echo '```'
   } > "$file"

@@ -39,6 +39,7 @@ impl Reloader {
 
     /// Reads the file again and applies what can be applied in place.
     pub fn reload(&self) {
+        let started = std::time::Instant::now();
         let path = self.path.display().to_string();
         let new = match Config::load(&path) {
             Ok(c) => c,
@@ -104,7 +105,8 @@ impl Reloader {
             log::info!("reloaded {path}: nothing to apply in place");
         } else {
             log::info!(
-                "reloaded {path}: applied {} to new connections",
+                "reloaded {path} in {} ms: applied {} to new connections",
+                started.elapsed().as_millis(),
                 applied.join(", ")
             );
         }

@@ -100,13 +100,19 @@ pub enum EgressError {
     /// Neither `http://` nor `socks5://`.
     #[error("`{0}` is not a proxy URL; write http://[user:pass@]host:port (HTTP CONNECT) or socks5://[user:pass@]host:port, or none")]
     Scheme(String),
+    /// `https://`: TLS to the proxy itself.
+    #[error("`{0}`: https:// (TLS to the proxy itself) is not supported; snigate sends CONNECT to the proxy in plain HTTP, which is what nearly every forward proxy listens for, and the tunnelled stream stays end-to-end TLS from the client anyway; write http://[user:pass@]host:port")]
+    Https(String),
     /// No host, or no valid port.
     #[error("{0}: give the proxy as host:port, for example http://proxy.corp.test:3128")]
     Address(String),
     /// A path, query or fragment after the address.
     #[error("{0}: a proxy URL has no path; write scheme://[user:pass@]host:port")]
     Path(String),
-    /// A user without a password, a `:` in the user, or a bad percent-escape.
+    /// A user without a password.
+    #[error("{0}: a user needs a password, as user:pass (both from the environment, as ${{PROXY_USER}}:${{PROXY_PASSWORD}}); a proxy without authentication takes neither")]
+    NoPassword(String),
+    /// An empty user, a `:` in the user, or a bad percent-escape.
     #[error("{0}: credentials are user:pass, percent-encoded (`@` as %40, `:` as %3A), and the user holds no `:`")]
     Credentials(String),
     /// SOCKS5 limits each of user and password to 255 bytes (RFC 1929).
@@ -146,6 +152,9 @@ impl EgressProxy {
         let (scheme, rest) = match url.split_once("://") {
             Some(("http", rest)) => (Scheme::Http, rest),
             Some(("socks5" | "socks5h", rest)) => (Scheme::Socks5, rest),
+            Some((s, _)) if s.eq_ignore_ascii_case("https") => {
+                return Err(EgressError::Https(shown))
+            }
             _ => return Err(EgressError::Scheme(shown)),
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -157,7 +166,7 @@ impl EgressProxy {
             Some((creds, address)) => {
                 let (user, pass) = creds
                     .split_once(':')
-                    .ok_or_else(|| EgressError::Credentials(shown.clone()))?;
+                    .ok_or_else(|| EgressError::NoPassword(shown.clone()))?;
                 let user =
                     percent_decode(user).ok_or_else(|| EgressError::Credentials(shown.clone()))?;
                 let pass =
@@ -323,7 +332,12 @@ mod tests {
             ("http://u:hunter2@p.test:99999", "host:port"),
             ("http://u:hunter2@:3128", "host:port"),
             ("http://u:hunter2@p.test:3128/path", "no path"),
-            ("http://hunter2@p.test:3128", "user:pass"),
+            ("http://hunter2@p.test:3128", "a user needs a password"),
+            (
+                "https://u:hunter2@p.test:3128",
+                "https:// (TLS to the proxy itself) is not supported",
+            ),
+            ("HTTPS://u:hunter2@p.test:3128", "is not supported"),
             ("http://u:hunter2%zz@p.test:3128", "user:pass"),
         ];
         for (url, want) in cases {

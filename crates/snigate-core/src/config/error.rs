@@ -130,6 +130,18 @@ pub enum ConfigError {
         /// What is wrong; it never shows the password.
         source: crate::egress::EgressError,
     },
+    /// An egress proxy that is one of the gateway's own listeners.
+    #[error("{key}: the proxy {proxy} is the gateway's own listener `{listener}` ({address}), so every connection would come back to the gateway; give the address of the network's forward proxy")]
+    EgressIsListener {
+        /// The key path.
+        key: String,
+        /// The proxy's label (no credentials).
+        proxy: String,
+        /// The listener's name.
+        listener: String,
+        /// The listener's address.
+        address: std::net::SocketAddr,
+    },
     /// A pool whose connections would go through an egress proxy.
     #[error("gateway.routes[{index}]: a route with `servers:` connects to its servers directly (their health checks cannot go through a proxy); set `egress_proxy: none` on it, or give it one `upstream:`")]
     PoolViaProxy {

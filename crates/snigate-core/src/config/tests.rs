@@ -451,3 +451,34 @@ fn a_literal_proxy_password_is_a_warning_and_bad_proxies_are_errors() {
     ))
     .is_ok());
 }
+
+#[test]
+fn a_proxy_that_is_one_of_our_listeners_is_refused() {
+    let with = |value: &str| {
+        GOOD.replace(
+            "  admin:\n",
+            &format!("  egress_proxy: \"{value}\"\n  admin:\n"),
+        )
+        .replace(
+            "      addresses: [10.0.0.5, \"10.0.0.6:19092\"]\n",
+            "      addresses: [10.0.0.5, \"10.0.0.6:19092\"]\n      egress_proxy: none\n",
+        )
+    };
+    for proxy in [
+        "http://127.0.0.1:9092",
+        "socks5://u:pw@localhost:443",
+        "http://0.0.0.0:443",
+    ] {
+        let e = err(&with(proxy));
+        assert!(
+            e.starts_with("gateway.egress_proxy: the proxy ")
+                && e.contains("is the gateway's own listener"),
+            "{proxy}: {e}"
+        );
+        assert!(!e.contains(":pw@"), "{e}");
+    }
+    // Another port, or another address, is someone else's.
+    for proxy in ["http://127.0.0.1:3128", "http://127.0.0.2:9092"] {
+        assert!(load(&with(proxy)).is_ok(), "{proxy}");
+    }
+}

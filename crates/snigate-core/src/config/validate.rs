@@ -216,6 +216,7 @@ pub(super) fn gateway(
         g.egress_proxy.as_deref(),
         lookup,
         &mut warnings,
+        &listeners,
     )? {
         Egress::Via(p) => Some(p),
         Egress::Inherit | Egress::Direct => None,
@@ -238,6 +239,7 @@ pub(super) fn gateway(
         lookup,
         health_check,
         egress_proxy.is_some(),
+        &listeners,
         &mut warnings,
     )?;
     let ms = |key: &str, v: u64| {
@@ -309,6 +311,7 @@ fn egress(
     raw: Option<&str>,
     lookup: Lookup,
     warnings: &mut Vec<String>,
+    own: &[ListenerConfig],
 ) -> Result<Egress, ConfigError> {
     let Some(e) = optional(key, raw, lookup)? else {
         return Ok(Egress::Inherit);
@@ -327,6 +330,14 @@ fn egress(
             key: key.to_owned(),
             source,
         })?;
+    if let Some(l) = own.iter().find(|l| is_listener(&proxy, l.address)) {
+        return Err(ConfigError::EgressIsListener {
+            key: key.to_owned(),
+            proxy: proxy.label.to_string(),
+            listener: l.name.clone(),
+            address: l.address,
+        });
+    }
     let written_password = raw
         .and_then(|r| r.split_once("://"))
         .and_then(|(_, rest)| rest.rsplit_once('@'))
@@ -339,6 +350,26 @@ fn egress(
         ));
     }
     Ok(Egress::Via(Arc::new(proxy)))
+}
+
+/// True when `proxy`, written as an address or as `localhost`, is the listener bound to
+/// `listener`: the same port, and the same address, or a wildcard listener and a local
+/// address.
+fn is_listener(proxy: &EgressProxy, listener: SocketAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    if proxy.port != listener.port() {
+        return false;
+    }
+    let ips: Vec<IpAddr> = if proxy.host.eq_ignore_ascii_case("localhost") {
+        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
+    } else {
+        names::ip_literal(&proxy.host).into_iter().collect()
+    };
+    ips.iter().any(|ip| {
+        *ip == listener.ip()
+            || ip.is_unspecified()
+            || (listener.ip().is_unspecified() && ip.is_loopback())
+    })
 }
 
 fn access_log(a: Option<&FileAccessLog>, lookup: Lookup) -> Result<AccessLogConfig, ConfigError> {
@@ -435,6 +466,7 @@ fn routes(
     lookup: Lookup,
     default_check: Option<HealthCheck>,
     default_proxy: bool,
+    own: &[ListenerConfig],
     warnings: &mut Vec<String>,
 ) -> Result<RouteTable, ConfigError> {
     let mut table = RouteTable::default();
@@ -467,6 +499,7 @@ fn routes(
             r.egress_proxy.as_deref(),
             lookup,
             warnings,
+            own,
         )?;
         let proxied = match &route.egress {
             Egress::Inherit => default_proxy,
