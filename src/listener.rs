@@ -1,8 +1,9 @@
 //! The gateway's listening sockets, as one Pingora service: every listener's accept loop
 //! runs on the service's runtime and hands each connection, as a plain Tokio TCP stream,
 //! to its listener's handler. The sockets come from Pingora's table of listening file
-//! descriptors, which `-u` fills with the ones the stable process holds (see
-//! `supervisor::sockets`), exactly as Pingora's own listening services take theirs.
+//! descriptors, which [`HandedOver`] fills, for a worker started with `-u`, with the ones
+//! the stable process holds (see `supervisor::sockets`), exactly as Pingora's own listening
+//! services take theirs.
 //!
 //! [`bind`] makes a listening socket the way every snigate listener is made,
 //! [`check_bindable`] tells at start-up whether the config's addresses are free, and
@@ -16,7 +17,7 @@ use pingora_core::server::{Fds, ListenFds, ShutdownWatch};
 use pingora_core::services::Service;
 use snigate_core::config::GatewayConfig;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -82,28 +83,167 @@ pub fn hand_over(sockets: &[(String, OwnedFd)], path: &std::path::Path) -> Resul
         .map_err(|e| e.to_string())
 }
 
-/// Listens on `path` and receives listening sockets handed over with [`hand_over`],
-/// waiting a few seconds at most (Pingora's retries). Blocks.
-pub fn take_over(path: &std::path::Path) -> Result<Vec<(String, OwnedFd)>, String> {
-    let path = path
-        .to_str()
-        .ok_or_else(|| format!("{} is not UTF-8", path.display()))?
-        .to_owned();
-    // Pingora's receiver panics where it cannot bind the path; keep that a plain error.
-    let received = std::thread::spawn(move || {
-        let mut fds = Fds::new();
-        fds.get_from_sock(path.as_str()).map(|()| fds.serialize())
-    })
-    .join()
-    .map_err(|_| "cannot listen on the takeover socket".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let (keys, raw) = received;
-    Ok(keys
-        .into_iter()
-        .zip(raw)
-        // SAFETY: each descriptor was just received (SCM_RIGHTS) and belongs to nobody else.
-        .map(|(k, fd)| (k, unsafe { OwnedFd::from_raw_fd(fd) }))
-        .collect())
+/// How long [`take_over`] waits for the sender, as long as Pingora's own receiver would.
+pub const TAKE_OVER_WAIT: Duration = Duration::from_secs(6);
+
+/// Most sockets one hand-over carries, as Pingora's receiver allows.
+const MAX_HANDED_OVER: usize = 32;
+
+/// Listens on `path` and receives listening sockets handed over with [`hand_over`] (the
+/// message Pingora's `Fds::send_to_sock` writes: the addresses, separated by spaces, with
+/// the descriptors attached), waiting `wait` at most. Blocks.
+///
+/// Pingora's own receiver polls its socket once a second, so a worker started from the
+/// stable process waited about a second for sockets sent within milliseconds; this one
+/// wakes as soon as the sender connects.
+pub fn take_over(path: &std::path::Path, wait: Duration) -> Result<Vec<(String, OwnedFd)>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = |e: std::io::Error| format!("takeover socket {}: {e}", path.display());
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(what)?;
+    // Made before any change of user, like Pingora's: the sender may run as another user.
+    let result = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(what)
+        .and_then(|()| receive(&listener, wait).map_err(what));
+    let _ = std::fs::remove_file(path);
+    result
+}
+
+/// Accepts one connection on `listener` within `wait` and reads one hand-over from it.
+fn receive(
+    listener: &std::os::unix::net::UnixListener,
+    wait: Duration,
+) -> std::io::Result<Vec<(String, OwnedFd)>> {
+    use std::io::{Error, ErrorKind};
+    let mut pfd = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, for the listener that outlives the call.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if ready < 0 {
+        return Err(Error::last_os_error());
+    }
+    if ready == 0 {
+        return Err(Error::new(
+            ErrorKind::TimedOut,
+            format!("nobody handed sockets over within {wait:?}"),
+        ));
+    }
+    let (conn, _) = listener.accept()?;
+    conn.set_read_timeout(Some(wait))?;
+    let mut payload = [0u8; 2048];
+    // Room for MAX_HANDED_OVER descriptors, aligned for cmsghdr.
+    let mut control = [0u64; 32];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_mut_ptr().cast(),
+        iov_len: payload.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at live buffers of the sizes it states.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(Error::last_os_error());
+    }
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled in, within
+    // msg_controllen; each SCM_RIGHTS entry holds descriptors now owned by this process.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<RawFd>();
+                let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() > MAX_HANDED_OVER {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "more sockets were handed over than fit",
+        ));
+    }
+    let n = usize::try_from(n).unwrap_or(0);
+    let keys: Vec<String> = std::str::from_utf8(&payload[..n])
+        .map_err(|_| Error::new(ErrorKind::InvalidData, "the addresses are not text"))?
+        .split_ascii_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if keys.len() != fds.len() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{} addresses came with {} sockets", keys.len(), fds.len()),
+        ));
+    }
+    Ok(keys.into_iter().zip(fds).collect())
+}
+
+/// Puts the listening sockets handed over to a worker started with `-u` into Pingora's
+/// table of listening descriptors, where the listeners and the admin endpoint find them,
+/// before either starts (both depend on this service). Sockets for addresses this config
+/// does not listen on are closed: left open, a listening socket that nobody accepts on
+/// would swallow connections.
+pub struct HandedOver {
+    sockets: Vec<(String, OwnedFd)>,
+    wanted: std::collections::HashSet<String>,
+}
+
+impl HandedOver {
+    /// `sockets` as received, of which those on the `wanted` addresses are kept.
+    pub fn new(
+        sockets: Vec<(String, OwnedFd)>,
+        wanted: impl IntoIterator<Item = SocketAddr>,
+    ) -> Self {
+        HandedOver {
+            sockets,
+            wanted: wanted.into_iter().map(|a| a.to_string()).collect(),
+        }
+    }
+}
+
+#[async_trait]
+impl pingora_core::services::ServiceWithDependents for HandedOver {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        mut shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+        ready: pingora_core::services::ServiceReadyNotifier,
+    ) {
+        if let Some(fds) = fds {
+            let mut table = fds.lock();
+            for (key, fd) in self.sockets.drain(..) {
+                if self.wanted.contains(&key) {
+                    table.add(key, fd.into_raw_fd());
+                } else {
+                    log::warn!(
+                        "closing the handed-over listening socket on {key}: this config does not listen there"
+                    );
+                }
+            }
+        }
+        ready.notify_ready();
+        let _ = shutdown.changed().await;
+    }
+
+    fn name(&self) -> &str {
+        "handed-over sockets"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
 }
 
 /// The listening sockets a worker accepts on, by address, while it accepts: what a

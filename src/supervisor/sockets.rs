@@ -6,7 +6,7 @@
 //! across the stable process's own re-exec, and, should it die, its worker keeps them
 //! for the next stable process (see `worker::orphan`).
 
-use crate::listener::{bind, take_over};
+use crate::listener::{bind, take_over, TAKE_OVER_WAIT};
 use snigate_core::config::GatewayConfig;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -96,7 +96,7 @@ impl ListenSockets {
             first.addr,
             takeover.display()
         );
-        match take_over(takeover) {
+        match take_over(takeover, TAKE_OVER_WAIT) {
             Ok(got) => {
                 let keys: Vec<String> = got.iter().map(|(k, _)| k.clone()).collect();
                 log::info!(

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::discovery::hub::Hub;
 use crate::discovery::kafka::KafkaSource;
 use crate::discovery::service::ClusterService;
-use crate::listener::{check_bindable, Listeners};
+use crate::listener::{check_bindable, HandedOver, Listeners};
 use crate::metrics;
 use crate::proxy::{Handler, Shared};
 use crate::routes::RouteStore;
@@ -156,19 +156,35 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         server_conf.work_stealing = false;
     }
     let upgrade_sock = PathBuf::from(&server_conf.upgrade_sock);
-    let opt = Opt {
-        upgrade,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
-    if let (true, Some(socket)) = (upgrade, &control) {
-        if let Err(e) = control::tell(socket, &Request::Prepared(std::process::id())) {
-            log::warn!(
-                "cannot tell the stable process at {} that this worker is prepared: {e}",
-                socket.display()
-            );
+    // The sockets are received here rather than by Pingora's `-u` (see `HandedOver`).
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), server_conf);
+    let handed_over = if upgrade {
+        if let Some(socket) = &control {
+            if let Err(e) = control::tell(socket, &Request::Prepared(std::process::id())) {
+                log::warn!(
+                    "cannot tell the stable process at {} that this worker is prepared: {e}",
+                    socket.display()
+                );
+            }
         }
-    }
+        match crate::listener::take_over(&upgrade_sock, crate::listener::TAKE_OVER_WAIT) {
+            Ok(sockets) => {
+                let wanted = gateway
+                    .listeners
+                    .iter()
+                    .map(|l| l.address)
+                    .chain(gateway.admin);
+                Some(server.add_service(HandedOver::new(sockets, wanted)))
+            }
+            Err(e) => {
+                log::error!("no listening sockets were handed over: {e}");
+                log::logger().flush();
+                return 1;
+            }
+        }
+    } else {
+        None
+    };
     server.bootstrap();
     std::sync::LazyLock::force(&crate::status::STARTED);
 
@@ -202,7 +218,10 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     }
     let listeners = Listeners::new(handlers, readiness.clone());
     let open_listeners = listeners.open_listeners();
-    server.add_service(listeners);
+    let listening = server.add_service(listeners);
+    if let Some(h) = &handed_over {
+        listening.add_dependency(h);
+    }
     if let Some(addr) = gateway.admin {
         log::info!("admin endpoint on http://{addr} (/metrics /health /ready /routes)");
         let app = AdminApp::new(hub.clone(), readiness.clone()).with_status(StatusSource {
@@ -216,7 +235,10 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         });
         let mut service = Service::new("admin".to_owned(), app);
         service.add_tcp(&addr.to_string());
-        server.add_service(service);
+        let admin = server.add_service(service);
+        if let Some(h) = &handed_over {
+            admin.add_dependency(h);
+        }
     }
     let notifier = ReadyNotifier::new(readiness, hub.clone(), control.clone());
     server.add_service(background_service("readiness", notifier));
