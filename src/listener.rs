@@ -121,11 +121,17 @@ fn receive(
         revents: 0,
     };
     let ms = libc::c_int::try_from(wait.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd, for the listener that outlives the call.
-    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if ready < 0 {
-        return Err(Error::last_os_error());
-    }
+    let ready = loop {
+        // SAFETY: one valid pollfd, for the listener that outlives the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ready >= 0 {
+            break ready;
+        }
+        let e = Error::last_os_error();
+        if e.kind() != ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
     if ready == 0 {
         return Err(Error::new(
             ErrorKind::TimedOut,
@@ -175,6 +181,12 @@ fn receive(
         ));
     }
     let n = usize::try_from(n).unwrap_or(0);
+    if n == 0 {
+        return Err(Error::new(
+            ErrorKind::UnexpectedEof,
+            "the sender closed the connection without handing sockets over",
+        ));
+    }
     let keys: Vec<String> = std::str::from_utf8(&payload[..n])
         .map_err(|_| Error::new(ErrorKind::InvalidData, "the addresses are not text"))?
         .split_ascii_whitespace()
