@@ -149,12 +149,17 @@ wait_port() {
 wait_port "${upstreams[0]}"
 
 regex() { printf '^%s$' "${1//./\\.}"; }
+# snigate_head THREADS: the top of every snigate config the runner writes, up to the admin
+# endpoint; the caller adds limits and routes.
+snigate_head() {
+  echo "threads: $1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
+  echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
+  echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+}
 # write_configs [THREADS]: every gateway's config, with THREADS worker threads (default 1).
 write_configs() {
   local threads=${1:-1}
-  { echo "threads: $threads"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
-    echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
-    echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+  { snigate_head "$threads"
     echo "  max_connections: $max_conns"; echo "  idle_timeout_secs: 3600"; echo "  routes:"
     for i in "${!names[@]}"; do echo "    - sni: ${names[$i]}"; echo "      upstream: ${upstreams[$i]}"; done
   } > "$work/snigate.yaml"
@@ -243,9 +248,7 @@ if $pools; then
   # Every route a pool of three upstreams (its own and the next two), round robin, with the
   # default tcp check every 2 s; against the usual config, every route one upstream.
   write_pool_config() {
-    { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
-      echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
-      echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+    { snigate_head 1
       echo "  max_connections: $max_conns"; echo "  idle_timeout_secs: 3600"; echo "  routes:"
       local n=${#names[@]}
       for i in "${!names[@]}"; do
@@ -276,9 +279,7 @@ if $pools; then
     done
   done
   # Idle CPU while checking 1,000 servers every 2 s (below).
-  { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
-    echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
-    echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"; echo "  routes:"
+  { snigate_head 1; echo "  routes:"
     for h in $(seq 1 250); do
       echo "    - sni: pool-$h.bench.test"; echo "      servers:"
       for port in 9201 9202 9203 9204; do echo "        - address: 127.0.30.$h:$port"; done
@@ -363,9 +364,7 @@ if $scale; then
   scale_names() { awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++) printf "b%d-pkc-c%d.eu-west-2.aws.confluent.test\n", i % 30, int(i / 30) }'; }
   # scale_config N SHIFT: snigate's config; every 100th route's upstream moved by SHIFT.
   scale_config() {
-    { echo "threads: 1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
-      echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
-      echo "      address: $gw"; echo "  admin:"; echo "    address: 127.0.0.2:9080"
+    { snigate_head 1
       echo "  max_connections: $max_conns"; echo "  routes:"
       scale_names "$1" | awk -v shift="$2" -v ups="$(IFS=,; echo "${upstreams[*]}")" '
         BEGIN { n = split(ups, u, ",") }
@@ -471,6 +470,8 @@ if $scale; then
     done
   done
   col() { median "$1" "n${2}_$3"; }
+  # KiB of RSS per route beyond the 10-route config's, for N routes: kib_per_route RSS BASE N.
+  kib_per_route() { awk -v r="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }'; }
   mkdir -p "$results_dir"
   stamp=$(date -u +%Y-%m-%dT%H%MZ)-scale; $quick && stamp="$stamp-quick"
   file="$results_dir/$stamp.md"
@@ -489,7 +490,7 @@ if $scale; then
     base=$(col snigate 10 rss_kib)
     for n in "${counts[@]}"; do
       rss=$(col snigate "$n" rss_kib); steady=$(col snigate "$n" steady_p99_us); during=$(col snigate "$n" reloading_p99_us)
-      per=$(awk -v r="$rss" -v b="$base" -v n="$n" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }')
+      per=$(kib_per_route "$rss" "$base" "$n")
       echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
     done
     echo
@@ -501,7 +502,7 @@ if $scale; then
       base=$(col "haproxy_$layout" 10 rss_kib)
       for n in "${counts[@]}"; do
         rss=$(col "haproxy_$layout" "$n" rss_kib)
-        per=$(awk -v r="$rss" -v b="$base" -v n="$n" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }')
+        per=$(kib_per_route "$rss" "$base" "$n")
         echo "| $n | $layout | $(col "haproxy_$layout" "$n" check_ms) | $(col "haproxy_$layout" "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(col "haproxy_$layout" "$n" conns_per_s) |"
       done
     done
