@@ -149,6 +149,8 @@ pub fn run(cli: Cli) -> i32 {
                 config.gateway.routes.len(),
                 config.gateway.clusters.len()
             );
+            // The process exits now: freeing a large table one route at a time is wasted.
+            std::mem::forget(config);
             Ok(())
         }
         None if cli.worker => {

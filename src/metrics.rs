@@ -350,7 +350,7 @@ pub fn set_route_counts(table: &snigate_core::routes::RouteTable) {
         RouteKind::SchemaRegistry,
     ];
     let mut counts = [0i64; 5];
-    for r in table.routes() {
+    for r in table.iter() {
         if let Some(i) = kinds.iter().position(|k| *k == r.kind) {
             counts[i] += 1;
         }

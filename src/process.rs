@@ -192,6 +192,33 @@ pub fn someone_listens_on(path: &Path) -> bool {
     })
 }
 
+/// Gives the heap's free pages back to the system. Reading a large config leaves tens of
+/// MiB free but still counted in the process's RSS until then.
+pub fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Runs `work` on this thread at the lowest scheduling class (`SCHED_IDLE`), so that it
+/// uses only CPU time that the connections leave; the thread's policy is restored after.
+/// Where the class cannot be set, `work` runs at normal priority.
+pub fn at_idle_priority<T>(work: impl FnOnce() -> T) -> T {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` outlives the calls.
+    let lowered = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+    let out = work();
+    if lowered {
+        // SAFETY: as above.
+        unsafe {
+            libc::sched_setscheduler(0, libc::SCHED_OTHER, &param);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

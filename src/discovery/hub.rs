@@ -88,7 +88,7 @@ impl Hub {
     }
 
     /// Replaces `cluster`'s routes and publishes the merged table; saves the state file
-    /// when `changed`. Returns the conflicts of the new table.
+    /// when `changed`. Returns the names of `cluster` that other routes kept.
     pub fn update(
         &self,
         cluster: &str,
@@ -96,11 +96,12 @@ impl Hub {
         changed: bool,
     ) -> Result<Vec<Conflict>, UpdateError> {
         let mut clusters = self.lock();
-        let mut next = clusters.clone();
-        next.set(cluster, routes);
-        let (table, conflicts) = next.table();
-        self.within_limit(&table)?;
-        *clusters = next;
+        let previous = clusters.set(cluster, routes);
+        let (table, conflicts) = clusters.table_for(cluster);
+        if let Err(e) = self.within_limit(&table) {
+            clusters.unset(cluster, previous);
+            return Err(e);
+        }
         self.publish_table(table);
         if changed {
             self.save(&clusters)?;
@@ -131,11 +132,12 @@ impl Hub {
     /// Refused, with the last good table kept, when the result would be over `max_routes`.
     pub fn set_static(&self, routes: RouteTable) -> Result<Vec<Conflict>, UpdateError> {
         let mut clusters = self.lock();
-        let mut next = clusters.clone();
-        next.set_static(routes);
-        let (table, conflicts) = next.table();
-        self.within_limit(&table)?;
-        *clusters = next;
+        let previous = clusters.set_static(routes);
+        let (table, conflicts) = clusters.table();
+        if let Err(e) = self.within_limit(&table) {
+            clusters.set_static(previous);
+            return Err(e);
+        }
         self.publish_table(table);
         Ok(conflicts)
     }

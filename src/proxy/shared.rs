@@ -28,7 +28,7 @@ impl Live {
             .iter()
             .filter_map(|l| {
                 let upstream = l.fallback.clone()?;
-                let mut route = Route::new(SniPattern::Exact(String::new()), upstream);
+                let mut route = Route::new(SniPattern::Exact("".into()), upstream);
                 route.label = Arc::from(metrics::FALLBACK_LABEL);
                 route.send_proxy = l.fallback_send_proxy;
                 Some((l.name.clone(), Arc::new(route)))

@@ -93,6 +93,10 @@ pub fn run(config: Config, conf: PathBuf, daemon: bool) -> i32 {
             return 1;
         }
     };
+    // The stable process routes nothing: it keeps no copy of the routes.
+    let mut config = config;
+    config.gateway.routes = Default::default();
+    crate::process::return_free_memory();
     if daemon {
         if let Err(e) = daemon::detach(config.server.error_log.as_deref()) {
             eprintln!("snigate: cannot run as a daemon: {e}");

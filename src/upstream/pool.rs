@@ -40,7 +40,7 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// `health-check.suffix` (a name the wildcard covers).
 pub fn check_sni(pattern: &SniPattern) -> String {
     match pattern {
-        SniPattern::Exact(n) => n.clone(),
+        SniPattern::Exact(n) => n.to_string(),
         SniPattern::Wildcard(suffix) => format!("health-check.{suffix}"),
     }
 }
@@ -508,7 +508,7 @@ impl Pools {
     pub fn reconcile(&self, table: &RouteTable) {
         let old = self.live.load_full();
         let mut next: HashMap<Arc<str>, Arc<PoolRt>> = HashMap::new();
-        for route in table.routes() {
+        for route in table.iter() {
             let broker = self.broker_pool(route);
             let Some(spec) = route.pool.as_ref().or(broker.as_ref()) else {
                 continue;

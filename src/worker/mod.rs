@@ -138,6 +138,8 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     metrics::init_listeners(gateway.listeners.iter().map(|l| l.name.as_str()));
     metrics::init_clusters(gateway.clusters.iter().map(|c| c.name.as_str()));
     let hub = hub(&gateway);
+    // Reading the file left its parse behind as free heap; give it back.
+    crate::process::return_free_memory();
     if start.prime {
         if let Err(e) = prime(&gateway, &hub) {
             eprintln!("snigate: {e}");

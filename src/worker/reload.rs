@@ -111,5 +111,7 @@ impl Reloader {
             );
         }
         metrics::RELOADS.with_label_values(&["ok"]).inc();
+        drop(new);
+        crate::process::return_free_memory();
     }
 }

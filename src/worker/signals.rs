@@ -117,8 +117,12 @@ impl ShutdownSignalWatch for WorkerSignals {
                 _ = next(&mut int) => return ShutdownSignal::FastShutdown,
                 _ = next(&mut hup) => {
                     let reloader = self.reloader.clone();
-                    // Reading and checking the file blocks; keep the signal loop free.
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                    // Reading and checking the file blocks; keep the signal loop free, and
+                    // let the connections have the CPU first.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        crate::process::at_idle_priority(|| reloader.reload())
+                    })
+                    .await;
                 }
                 _ = next(&mut usr1) => {
                     if let Some(reopen) = &self.reopen {

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 
 /// Why a host name was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -139,9 +140,9 @@ pub fn normalize_name(name: &str) -> Cow<'_, str> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SniPattern {
     /// Exactly this (normalised) name.
-    Exact(String),
+    Exact(Arc<str>),
     /// Any name ending in `.` + this (normalised) suffix, with at least one label in front.
-    Wildcard(String),
+    Wildcard(Arc<str>),
 }
 
 impl std::fmt::Display for SniPattern {
@@ -167,21 +168,21 @@ pub fn parse_pattern(v: &str) -> Result<SniPattern, NameError> {
         Err(HostError::IpLiteral) => return Err(NameError::IpSni),
         Err(HostError::Invalid) => return Err(NameError::BadSni),
     }
-    let norm = normalize_name(name).into_owned();
+    let norm = normalize_name(name);
     if !wild {
-        return Ok(SniPattern::Exact(norm));
+        return Ok(SniPattern::Exact(Arc::from(norm.as_ref())));
     }
     if norm.split('.').count() < 2 {
         return Err(NameError::BroadWildcard);
     }
-    Ok(SniPattern::Wildcard(norm))
+    Ok(SniPattern::Wildcard(Arc::from(norm.as_ref())))
 }
 
 /// The host part of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamHost {
-    /// A fixed host name (normalised) or IP.
-    Fixed(String),
+    /// A fixed host name (normalised) or IP; shared by the routes that name it.
+    Fixed(Arc<str>),
     /// `{sni}`: the name the client asked for.
     Sni,
 }
@@ -208,7 +209,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// An upstream to a fixed host and port, resolved when used.
-    pub fn fixed(host: impl Into<String>, port: u16) -> Self {
+    pub fn fixed(host: impl Into<Arc<str>>, port: u16) -> Self {
         Upstream {
             host: UpstreamHost::Fixed(host.into()),
             port: UpstreamPort::Fixed(port),
@@ -289,10 +290,10 @@ pub fn parse_upstream(v: &str) -> Result<Upstream, NameError> {
     };
     let host = match host {
         "{sni}" => UpstreamHost::Sni,
-        h if h.parse::<IpAddr>().is_ok() => UpstreamHost::Fixed(h.to_owned()),
+        h if h.parse::<IpAddr>().is_ok() => UpstreamHost::Fixed(Arc::from(h)),
         h if h.contains('{') || h.contains('}') => return Err(NameError::BadPlaceholder),
         h => match validate_host(h.as_bytes()) {
-            Ok(_) => UpstreamHost::Fixed(normalize_name(h).into_owned()),
+            Ok(_) => UpstreamHost::Fixed(Arc::from(normalize_name(h).as_ref())),
             Err(_) => return Err(NameError::BadUpstreamHost),
         },
     };

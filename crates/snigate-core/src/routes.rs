@@ -13,10 +13,16 @@
 //!    listener names a fallback upstream.
 //!
 //! Lookup costs one hash probe per label of the requested name, whatever the table size.
+//!
+//! Static and discovered routes are two layers of one table: a reload replaces the static
+//! layer and a refresh the discovered one, each without copying the other. An exact
+//! static route hides a discovered route for the same name.
 
 pub use crate::names::{normalize_name, SniPattern, Upstream, UpstreamHost, UpstreamPort};
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 /// One route: a pattern and its upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,15 +76,22 @@ impl RouteKind {
     }
 }
 
+/// The origin of every static route, shared by all of them.
+static STATIC_ORIGIN: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("static"));
+
 impl Route {
     /// Builds a static route, deriving its label from the pattern.
     pub fn new(pattern: SniPattern, upstream: Upstream) -> Self {
-        let label = Arc::from(pattern.to_string());
+        // An exact route's label is its name: one allocation serves pattern, label and key.
+        let label = match &pattern {
+            SniPattern::Exact(name) => name.clone(),
+            SniPattern::Wildcard(_) => Arc::from(pattern.to_string()),
+        };
         Route {
             pattern,
             upstream,
             label,
-            origin: Arc::from("static"),
+            origin: STATIC_ORIGIN.clone(),
             kind: RouteKind::Static,
             last_seen: None,
             send_proxy: None,
@@ -88,19 +101,96 @@ impl Route {
     }
 
     /// The same route, discovered in `origin` as a `kind` name last advertised at `last_seen`.
-    pub fn discovered(mut self, origin: &str, kind: RouteKind, last_seen: u64) -> Self {
-        self.origin = Arc::from(origin);
+    /// Pass one shared `Arc` for all of a cluster's routes.
+    pub fn discovered(
+        mut self,
+        origin: impl Into<Arc<str>>,
+        kind: RouteKind,
+        last_seen: u64,
+    ) -> Self {
+        self.origin = origin.into();
         self.kind = kind;
         self.last_seen = Some(last_seen);
         self
     }
+
+    /// True when both send connections to the same place in the same way (everything but
+    /// the label, kind and last-seen time).
+    pub fn same_target(&self, other: &Route) -> bool {
+        self.pattern == other.pattern
+            && self.upstream == other.upstream
+            && self.origin == other.origin
+            && self.send_proxy == other.send_proxy
+            && self.pool == other.pool
+            && self.egress == other.egress
+    }
 }
 
-/// An immutable table of routes. Build a new one to change routes.
+/// The key a name is stored under: the normalised name, sharing `name`'s allocation when
+/// it is normalised already (as parsed patterns are).
+fn key_of(name: &Arc<str>) -> Arc<str> {
+    match normalize_name(name) {
+        Cow::Borrowed(b) if b.len() == name.len() => name.clone(),
+        other => Arc::from(other.as_ref()),
+    }
+}
+
+/// Static routes: exact names and wildcard suffixes.
+#[derive(Debug, Default, Clone)]
+struct Statics {
+    exact: HashMap<Arc<str>, Arc<Route>>,
+    wildcard: HashMap<Arc<str>, Arc<Route>>,
+}
+
+/// Discovered routes: exact names only, at most one route per name. Kept apart from the
+/// static routes so that either side changes without rebuilding the other.
+#[derive(Debug, Default, Clone)]
+pub struct DiscoveredRoutes {
+    exact: HashMap<Arc<str>, Arc<Route>>,
+}
+
+impl DiscoveredRoutes {
+    /// The route for a normalised name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.exact.get(name)
+    }
+
+    /// Adds or replaces the route of an exact pattern; a wildcard is ignored.
+    pub fn put(&mut self, route: Arc<Route>) {
+        if let SniPattern::Exact(name) = &route.pattern {
+            self.exact.insert(key_of(name), route);
+        }
+    }
+
+    /// Removes the route for a normalised name.
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Route>> {
+        self.exact.remove(name)
+    }
+
+    /// Number of routes.
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+    }
+
+    /// Every route, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact.values()
+    }
+}
+
+/// An immutable table of routes: the static layer and the discovered layer, each shared, so
+/// that a clone costs two reference counts. Build a new one to change routes.
 #[derive(Debug, Default, Clone)]
 pub struct RouteTable {
-    exact: HashMap<String, Arc<Route>>,
-    wildcard: HashMap<String, Arc<Route>>,
+    statics: Arc<Statics>,
+    discovered: Arc<DiscoveredRoutes>,
+    /// Discovered names that a static exact route hides (rule 4 of the merge).
+    hidden: usize,
 }
 
 /// A pattern that is already in the table.
@@ -108,7 +198,7 @@ pub struct RouteTable {
 pub struct DuplicatePattern(pub SniPattern);
 
 impl RouteTable {
-    /// Builds a table; fails on the first pattern that appears twice.
+    /// Builds a table of static routes; fails on the first pattern that appears twice.
     pub fn new(routes: impl IntoIterator<Item = Route>) -> Result<Self, DuplicatePattern> {
         let mut table = RouteTable::default();
         for route in routes {
@@ -117,60 +207,112 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Adds a route; fails if its pattern is already present, and leaves the table as it was.
+    /// Adds a static route; fails if its pattern is already present, and leaves the table
+    /// as it was.
     pub fn insert(&mut self, route: Route) -> Result<(), DuplicatePattern> {
+        let statics = Arc::make_mut(&mut self.statics);
         let (map, key) = match &route.pattern {
-            SniPattern::Exact(n) => (&mut self.exact, normalize_name(n).into_owned()),
-            SniPattern::Wildcard(s) => (&mut self.wildcard, normalize_name(s).into_owned()),
+            SniPattern::Exact(n) => (&mut statics.exact, key_of(n)),
+            SniPattern::Wildcard(s) => (&mut statics.wildcard, key_of(s)),
         };
         match map.entry(key) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(DuplicatePattern(route.pattern)),
-            std::collections::hash_map::Entry::Vacant(slot) => {
+            Entry::Occupied(_) => Err(DuplicatePattern(route.pattern)),
+            Entry::Vacant(slot) => {
+                let hides = matches!(route.pattern, SniPattern::Exact(_))
+                    && self.discovered.get(slot.key()).is_some();
                 slot.insert(Arc::new(route));
+                self.hidden += usize::from(hides);
                 Ok(())
             }
         }
     }
 
+    /// This table's static routes with `discovered` beside them. A discovered name that
+    /// has a static exact route stays hidden behind it.
+    pub fn with_discovered(&self, discovered: Arc<DiscoveredRoutes>) -> RouteTable {
+        let hidden = if self.statics.exact.len() < discovered.len() {
+            self.statics
+                .exact
+                .keys()
+                .filter(|k| discovered.exact.contains_key(*k))
+                .count()
+        } else {
+            discovered
+                .exact
+                .keys()
+                .filter(|k| self.statics.exact.contains_key(*k))
+                .count()
+        };
+        RouteTable {
+            statics: self.statics.clone(),
+            discovered,
+            hidden,
+        }
+    }
+
+    /// The static routes alone.
+    pub fn statics(&self) -> RouteTable {
+        RouteTable {
+            statics: self.statics.clone(),
+            discovered: Arc::default(),
+            hidden: 0,
+        }
+    }
+
+    /// The discovered layer, hidden names included.
+    pub fn discovered(&self) -> &Arc<DiscoveredRoutes> {
+        &self.discovered
+    }
+
     /// True when a route of the table is labelled `label` (its pattern as written).
     pub fn has_label(&self, label: &str) -> bool {
-        let (map, key) = match label.strip_prefix("*.") {
-            Some(suffix) => (&self.wildcard, suffix),
-            None => (&self.exact, label),
-        };
-        map.get(normalize_name(key).as_ref())
-            .is_some_and(|r| &*r.label == label)
+        match label.strip_prefix("*.") {
+            Some(suffix) => self
+                .statics
+                .wildcard
+                .get(normalize_name(suffix).as_ref())
+                .is_some_and(|r| &*r.label == label),
+            None => self.exact(label).is_some_and(|r| &*r.label == label),
+        }
     }
 
     /// Finds the route for a requested name, following the module's matching rules.
     pub fn lookup(&self, sni: &str) -> Option<&Arc<Route>> {
         let name = normalize_name(sni);
-        if let Some(route) = self.exact.get(name.as_ref()) {
+        if let Some(route) = self.exact_normalized(&name) {
             return Some(route);
         }
         // A wildcard needs a non-empty label in front of its suffix.
-        if self.wildcard.is_empty() || name.starts_with('.') {
+        let wildcard = &self.statics.wildcard;
+        if wildcard.is_empty() || name.starts_with('.') {
             return None;
         }
         // Walk the suffixes from the longest: "a.b.c" tries "b.c", then "c".
         let mut rest: &str = &name;
         while let Some(dot) = rest.find('.') {
             rest = &rest[dot + 1..];
-            if let Some(route) = self.wildcard.get(rest) {
+            if let Some(route) = wildcard.get(rest) {
                 return Some(route);
             }
         }
         None
     }
 
+    fn exact_normalized(&self, name: &str) -> Option<&Arc<Route>> {
+        self.statics
+            .exact
+            .get(name)
+            .or_else(|| self.discovered.exact.get(name))
+    }
+
     /// The exact route for `name`, ignoring wildcards.
     pub fn exact(&self, name: &str) -> Option<&Arc<Route>> {
-        self.exact.get(normalize_name(name).as_ref())
+        self.exact_normalized(&normalize_name(name))
     }
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.statics.exact.len() + self.statics.wildcard.len() + self.discovered.len() - self.hidden
     }
 
     /// True when the table has no routes.
@@ -178,42 +320,45 @@ impl RouteTable {
         self.len() == 0
     }
 
+    /// Every route, in no order: cheaper than [`RouteTable::routes`] when order does not
+    /// matter.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        let statics = &self.statics;
+        statics
+            .exact
+            .values()
+            .chain(statics.wildcard.values())
+            .chain(
+                self.discovered
+                    .exact
+                    .iter()
+                    .filter(|(k, _)| !statics.exact.contains_key(*k))
+                    .map(|(_, r)| r),
+            )
+    }
+
     /// True when both tables hold the same routes (patterns, upstreams, pools and origins).
     pub fn same_routes(&self, other: &RouteTable) -> bool {
-        type Key = (
-            SniPattern,
-            Upstream,
-            Arc<str>,
-            Option<crate::proxy_protocol::Version>,
-            Option<Arc<crate::pool::Pool>>,
-            crate::egress::Egress,
-        );
-        let key = |t: &RouteTable| -> Vec<Key> {
-            t.routes()
-                .into_iter()
-                .map(|r| {
-                    (
-                        r.pattern.clone(),
-                        r.upstream.clone(),
-                        r.origin.clone(),
-                        r.send_proxy,
-                        r.pool.clone(),
-                        r.egress.clone(),
-                    )
-                })
-                .collect()
-        };
-        self.len() == other.len() && key(self) == key(other)
+        self.len() == other.len()
+            && self.iter().all(|r| {
+                let theirs = match &r.pattern {
+                    SniPattern::Exact(n) => other.exact(n),
+                    SniPattern::Wildcard(s) => {
+                        other.statics.wildcard.get(normalize_name(s).as_ref())
+                    }
+                };
+                theirs.is_some_and(|t| t.same_target(r))
+            })
     }
 
     /// All routes, exact ones first, each group sorted by pattern.
     pub fn routes(&self) -> Vec<&Arc<Route>> {
-        let mut exact: Vec<_> = self.exact.values().collect();
-        exact.sort_by(|a, b| a.label.cmp(&b.label));
-        let mut wild: Vec<_> = self.wildcard.values().collect();
-        wild.sort_by(|a, b| a.label.cmp(&b.label));
-        exact.extend(wild);
-        exact
+        let mut all: Vec<_> = self.iter().collect();
+        all.sort_by(|a, b| {
+            let wild = |r: &Route| matches!(r.pattern, SniPattern::Wildcard(_));
+            wild(a).cmp(&wild(b)).then_with(|| a.label.cmp(&b.label))
+        });
+        all
     }
 }
 

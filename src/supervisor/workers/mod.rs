@@ -572,6 +572,7 @@ impl Workers {
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("config {}: {e}", conf.display())),
         };
+        crate::process::return_free_memory();
         let plan = match planned {
             Ok(plan) => plan,
             Err(e) => return refuse(&format!("{e}; the running gateway is untouched")),

@@ -3,14 +3,55 @@
 //! kept as text here; `${ENV}` expansion and checking happen in [`super::validate`], where
 //! each error names its key path.
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_yaml::{Mapping, Value};
 use std::collections::BTreeMap;
 
-/// The part of the file snigate reads itself; Pingora's keys beside it are read separately.
-#[derive(Debug, Deserialize)]
+/// The whole file, read in one pass: the `gateway:` section typed, and every other key
+/// (Pingora's) kept as written, for the caller to check.
+#[derive(Debug, Default)]
 pub struct FileTop {
     /// The `gateway:` section.
     pub gateway: Option<FileGateway>,
+    /// Every other top-level key.
+    pub server: Mapping,
+}
+
+impl<'de> Deserialize<'de> for FileTop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(TopVisitor)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = FileTop;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping of settings with a `gateway:` section")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<FileTop, E> {
+        Ok(FileTop::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileTop, A::Error> {
+        let mut top = FileTop::default();
+        while let Some(key) = map.next_key::<Value>()? {
+            if key.as_str() == Some("gateway") {
+                if top.gateway.is_some() {
+                    return Err(serde::de::Error::duplicate_field("gateway"));
+                }
+                top.gateway = Some(map.next_value()?);
+            } else {
+                let value = map.next_value()?;
+                top.server.insert(key, value);
+            }
+        }
+        Ok(top)
+    }
 }
 
 /// `gateway:`.

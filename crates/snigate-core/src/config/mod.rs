@@ -215,16 +215,16 @@ impl Config {
         lookup: &dyn Fn(&str) -> Option<String>,
         secrets_required: bool,
     ) -> Result<Config, ConfigError> {
-        let top: Value =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
-        let top = match top {
-            Value::Mapping(m) => m,
-            Value::Null => return Err(ConfigError::MissingGateway),
-            _ => return Err(ConfigError::NotAMapping),
+        let file: file::FileTop = match serde_yaml::from_str(text) {
+            Ok(file) => file,
+            // Only on error: read the file again untyped, to say what is wrong with it.
+            Err(typed) => match serde_yaml::from_str::<Value>(text) {
+                Ok(Value::Null) => return Err(ConfigError::MissingGateway),
+                Ok(Value::Mapping(_)) | Err(_) => return Err(ConfigError::Yaml(typed.to_string())),
+                Ok(_) => return Err(ConfigError::NotAMapping),
+            },
         };
-        let server = validate::server_section(&top, lookup)?;
-        let file: file::FileTop =
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let server = validate::server_section(&file.server, lookup)?;
         let gateway = file.gateway.ok_or(ConfigError::MissingGateway)?;
         let gateway = validate::gateway(gateway, lookup, secrets_required)?;
         Ok(Config { server, gateway })

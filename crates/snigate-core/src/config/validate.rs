@@ -24,10 +24,17 @@ type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Expands one value, naming `key` if a reference is wrong.
 fn expand<'v>(key: &str, value: &'v str, lookup: Lookup) -> Result<Expanded<'v>, ConfigError> {
-    expand_with(value, lookup).map_err(|source| ConfigError::Env {
-        key: key.to_owned(),
-        source,
-    })
+    expand_at(&|| key.to_owned(), value, lookup)
+}
+
+/// As [`expand`], with the key made only for an error (a route's keys, made 100,000 times
+/// in a large table, would cost more than the rest of its check).
+fn expand_at<'v>(
+    key: &dyn Fn() -> String,
+    value: &'v str,
+    lookup: Lookup,
+) -> Result<Expanded<'v>, ConfigError> {
+    expand_with(value, lookup).map_err(|source| ConfigError::Env { key: key(), source })
 }
 
 /// Expands and parses one value; an error names `key`, says what was expected, and shows
@@ -39,9 +46,20 @@ fn parse<T>(
     lookup: Lookup,
     parser: impl FnOnce(&str) -> Result<T, NameError>,
 ) -> Result<T, ConfigError> {
-    let e = expand(key, raw, lookup)?;
+    parse_at(&|| key.to_owned(), what, raw, lookup, parser)
+}
+
+/// As [`parse`], with the key made only for an error.
+fn parse_at<T>(
+    key: &dyn Fn() -> String,
+    what: &'static str,
+    raw: &str,
+    lookup: Lookup,
+    parser: impl FnOnce(&str) -> Result<T, NameError>,
+) -> Result<T, ConfigError> {
+    let e = expand_at(key, raw, lookup)?;
     parser(&e.value).map_err(|source| ConfigError::Invalid {
-        key: key.to_owned(),
+        key: key(),
         what,
         shown: Shown::new(&e.value, &e.from_env),
         source,
@@ -470,19 +488,10 @@ fn routes(
     warnings: &mut Vec<String>,
 ) -> Result<RouteTable, ConfigError> {
     let mut table = RouteTable::default();
-    let mut shown: Vec<(crate::names::SniPattern, Shown)> = Vec::with_capacity(g.routes.len());
     for (index, r) in g.routes.iter().enumerate() {
         let key = |field: &str| format!("gateway.routes[{index}].{field}");
-        let sni = expand(&key("sni"), &r.sni, lookup)?;
-        let pattern = names::parse_pattern(&sni.value).map_err(|source| ConfigError::Invalid {
-            key: key("sni"),
-            what: match source {
-                NameError::MisplacedWildcard | NameError::BroadWildcard => "wildcard",
-                _ => "sni",
-            },
-            shown: Shown::new(&sni.value, &sni.from_env),
-            source,
-        })?;
+        let sni = expand_at(&|| key("sni"), &r.sni, lookup)?;
+        let pattern = sni_pattern(index, &sni)?;
         let (mut upstream, pool) = target(index, r, lookup, default_check)?;
         for (i, a) in r.addresses.iter().enumerate() {
             let k = format!("gateway.routes[{index}].addresses[{i}]");
@@ -490,17 +499,20 @@ fn routes(
                 .pinned
                 .push(parse(&k, "pinned address", a, lookup, names::parse_pinned)?);
         }
-        shown.push((pattern.clone(), Shown::new(&sni.value, &sni.from_env)));
         let mut route = Route::new(pattern, upstream);
         route.pool = pool.map(Arc::new);
-        route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
-        route.egress = egress(
-            &key("egress_proxy"),
-            r.egress_proxy.as_deref(),
-            lookup,
-            warnings,
-            own,
-        )?;
+        if r.send_proxy.is_some() {
+            route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
+        }
+        if r.egress_proxy.is_some() {
+            route.egress = egress(
+                &key("egress_proxy"),
+                r.egress_proxy.as_deref(),
+                lookup,
+                warnings,
+                own,
+            )?;
+        }
         let proxied = match &route.egress {
             Egress::Inherit => default_proxy,
             Egress::Direct => false,
@@ -513,18 +525,41 @@ fn routes(
             return Err(ConfigError::PinnedViaProxy { index });
         }
         if let Err(dup) = table.insert(route) {
-            let first = shown.iter().position(|(p, _)| *p == dup.0).unwrap_or(0);
+            // Only now look for the first route with the same pattern.
+            let first = g.routes[..index]
+                .iter()
+                .enumerate()
+                .position(|(i, earlier)| {
+                    expand_with(&earlier.sni, lookup)
+                        .ok()
+                        .and_then(|e| sni_pattern(i, &e).ok())
+                        .is_some_and(|p| p == dup.0)
+                })
+                .unwrap_or(0);
             return Err(ConfigError::DuplicateRoute {
                 index,
                 first,
-                sni: match &shown[index].1 {
+                sni: match Shown::new(&sni.value, &sni.from_env) {
                     Shown::Text(_) => Shown::Text(dup.0.to_string()),
-                    env => env.clone(),
+                    env => env,
                 },
             });
         }
     }
     Ok(table)
+}
+
+/// Route `index`'s `sni:`, expanded, as a pattern.
+fn sni_pattern(index: usize, sni: &Expanded) -> Result<crate::names::SniPattern, ConfigError> {
+    names::parse_pattern(&sni.value).map_err(|source| ConfigError::Invalid {
+        key: format!("gateway.routes[{index}].sni"),
+        what: match source {
+            NameError::MisplacedWildcard | NameError::BroadWildcard => "wildcard",
+            _ => "sni",
+        },
+        shown: Shown::new(&sni.value, &sni.from_env),
+        source,
+    })
 }
 
 fn cluster(
@@ -641,7 +676,13 @@ fn target(
                     });
                 }
             }
-            let upstream = parse(&key("upstream"), "upstream", up, lookup, names::parse_upstream)?;
+            let upstream = parse_at(
+                &|| key("upstream"),
+                "upstream",
+                up,
+                lookup,
+                names::parse_upstream,
+            )?;
             return Ok((upstream, None));
         }
         (None, Some(servers)) => servers,
@@ -666,7 +707,7 @@ fn target(
             });
         };
         list.push(pool::Server {
-            host: host.clone(),
+            host: host.to_string(),
             port,
             weight: s.weight,
             max_connections: s.max_connections,

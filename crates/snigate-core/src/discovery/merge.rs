@@ -10,9 +10,10 @@
 //! 5. A discovered name that is not a valid SNI host name (an IP literal, say) gets no
 //!    route; the coverage check reports it as unroutable.
 
-use super::state::ClusterRoutes;
+use super::state::{ClusterRoutes, Entry};
 use crate::names::{parse_pattern, SniPattern, Upstream};
-use crate::routes::{Route, RouteTable};
+use crate::routes::{DiscoveredRoutes, Route, RouteTable};
+use std::sync::Arc;
 
 /// A discovered name that an existing exact route already covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,38 +41,74 @@ pub fn origin(cluster: &str) -> String {
     format!("cluster:{cluster}")
 }
 
-/// Builds the live table from the static routes and each cluster's discovered routes.
+/// Builds the live table from the static routes and each cluster's discovered routes,
+/// and reports every conflict. The reference for [`super::clusters::Clusters`], which keeps
+/// the same table up to date one cluster at a time.
 pub fn merge(
     static_routes: &RouteTable,
     clusters: &[(&str, &ClusterRoutes)],
 ) -> (RouteTable, Vec<Conflict>) {
-    let mut table = static_routes.clone();
-    let mut conflicts = Vec::new();
+    let table = static_routes.with_discovered(Arc::new(discover(clusters)));
+    let conflicts = conflicts(&table, clusters);
+    (table, conflicts)
+}
+
+/// The discovered layer: every cluster's names, an earlier cluster winning a shared name.
+/// Names that a static route hides are kept, so that they show again when it goes.
+pub fn discover(clusters: &[(&str, &ClusterRoutes)]) -> DiscoveredRoutes {
+    let mut layer = DiscoveredRoutes::default();
     for (cluster, routes) in clusters {
-        let from = origin(cluster);
+        let from: Arc<str> = Arc::from(origin(cluster));
         for (name, entry) in &routes.names {
-            let Ok(SniPattern::Exact(norm)) = parse_pattern(name) else {
+            let Some(norm) = routable(name) else {
                 continue;
             };
-            if let Some(existing) = table.exact(&norm) {
-                conflicts.push(Conflict {
-                    name: norm.clone(),
-                    cluster: (*cluster).to_owned(),
-                    kept: existing.origin.to_string(),
-                });
-                continue;
+            if layer.get(&norm).is_none() {
+                layer.put(route(&from, norm, entry));
             }
-            let upstream = Upstream::fixed(norm.clone(), entry.port);
-            let route = Route::new(SniPattern::Exact(norm), upstream).discovered(
-                &from,
-                entry.kind.into(),
-                entry.last_seen,
-            );
-            // Cannot clash: checked just above.
-            let _ = table.insert(route);
         }
     }
-    (table, conflicts)
+    layer
+}
+
+/// The discovered names of `clusters` that `table` routes elsewhere (rules 3 and 4).
+pub fn conflicts(table: &RouteTable, clusters: &[(&str, &ClusterRoutes)]) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    for (cluster, routes) in clusters {
+        let from = origin(cluster);
+        for name in routes.names.keys() {
+            let Some(norm) = routable(name) else {
+                continue;
+            };
+            if let Some(kept) = table.exact(&norm).filter(|r| *r.origin != *from) {
+                out.push(Conflict {
+                    name: norm.to_string(),
+                    cluster: (*cluster).to_owned(),
+                    kept: kept.origin.to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The normalised name a discovered name is routed under, or `None` when it cannot have a
+/// route (rule 5).
+pub fn routable(name: &str) -> Option<Arc<str>> {
+    match parse_pattern(name) {
+        Ok(SniPattern::Exact(norm)) => Some(norm),
+        _ => None,
+    }
+}
+
+/// The route of one discovered name: `NAME -> NAME:PORT`, the name's text shared.
+pub fn route(from: &Arc<str>, norm: Arc<str>, entry: &Entry) -> Arc<Route> {
+    let upstream = Upstream::fixed(norm.clone(), entry.port);
+    Arc::new(Route::new(SniPattern::Exact(norm), upstream).discovered(
+        from.clone(),
+        entry.kind.into(),
+        entry.last_seen,
+    ))
 }
 
 /// Advertised names that the table does not route.
