@@ -151,3 +151,89 @@ fn max_routes_refuses_a_bigger_table_and_keeps_the_last_good_one() {
     assert_eq!(gw.metric("snigate_routes", &[("kind", "static")]), 3.0);
     use_route(&net, 0);
 }
+
+/// One connection through route `rN.scale.test`: its hello must come back byte for byte.
+fn try_route(gateway: std::net::SocketAddr, n: usize) -> Result<(), String> {
+    let mut s = TcpStream::connect(gateway).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(PATIENCE))
+        .map_err(|e| e.to_string())?;
+    let hello = snigate_core::probe::client_hello(&format!("r{n}.scale.test"), [4; 32]);
+    s.write_all(&hello).map_err(|e| format!("send: {e}"))?;
+    let mut back = vec![0u8; hello.len()];
+    s.read_exact(&mut back).map_err(|e| format!("echo: {e}"))?;
+    if back != hello {
+        return Err("the echo differs from the hello sent".into());
+    }
+    Ok(())
+}
+
+/// `snigate upgrade` (the stable process re-executes itself, then a new worker takes the
+/// sockets) and `snigate upgrade --worker-only` hand over a 100,000-route gateway while a
+/// client keeps connecting through routes spread over the table: no connection is refused
+/// or cut, and connections are served during each upgrade.
+#[test]
+fn upgrades_hand_over_a_hundred_thousand_routes_without_refusing_a_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let net = Net::new();
+    let scratch = Scratch::new("upgrade-100k");
+    let _up = RawUpstream::start(net.addr(2, 9092), echo);
+    let yaml = format!("grace_period_seconds: 5\n{}", gateway(&net, 100_000, ""));
+    let gw = Snigate::start(&scratch.dir, &yaml, net.addr(1, 9080));
+    assert_eq!(
+        gw.metric("snigate_routes", &[("kind", "static")]),
+        100_000.0
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (kafka, stop, served) = (net.addr(1, 9092), stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            let mut failures = Vec::new();
+            let mut n = 0usize;
+            // Bounded in count and time; routes spread over the whole table.
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline && n < 500_000 {
+                let route = n * 7_919 % 100_000;
+                match try_route(kafka, route) {
+                    Ok(()) => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => failures.push(format!("connection {n} (route r{route}): {e}")),
+                }
+                n += 1;
+            }
+            failures
+        })
+    };
+    let conf = scratch.path("snigate.yaml");
+    for extra in [&[][..], &["--worker-only"][..]] {
+        let before = gw.worker_pid(&scratch.dir);
+        let served_before = served.load(Ordering::SeqCst);
+        let (ok, out) = upgrade(&conf, extra);
+        assert!(ok, "upgrade {extra:?}: {out}\nlog:\n{}", gw.log_text());
+        eprintln!(
+            "upgrade {extra:?} of 100,000 routes, {} connections served meanwhile:\n{}",
+            served.load(Ordering::SeqCst) - served_before,
+            out.trim()
+        );
+        assert_ne!(
+            before,
+            gw.worker_pid(&scratch.dir),
+            "{extra:?}: same worker"
+        );
+        assert!(
+            served.load(Ordering::SeqCst) > served_before,
+            "no connection was served during the upgrade {extra:?}"
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let failures = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} connections failed across the upgrades, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(served.load(Ordering::SeqCst) > 0);
+}

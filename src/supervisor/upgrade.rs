@@ -69,6 +69,8 @@ pub struct Reexec {
 pub struct Upgrade {
     /// The new worker.
     pub pid: u32,
+    /// When it was started.
+    pub started: Instant,
     /// How far it got.
     pub stage: Stage,
     /// When the current stage times out.

@@ -49,8 +49,11 @@ impl Reloader {
                 return;
             }
         };
+        let read = started.elapsed();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let c = changes(&running, &new.core());
+        // The routes replaced, freed only once the new ones serve and the reload is counted.
+        let mut retired = None;
         if c.routes {
             match self.hub.set_static(new.gateway.routes.clone()) {
                 Ok(conflicts) => {
@@ -66,7 +69,10 @@ impl Reloader {
                     return;
                 }
             }
-            running.gateway.routes = new.gateway.routes.clone();
+            retired = Some(std::mem::replace(
+                &mut running.gateway.routes,
+                new.gateway.routes.clone(),
+            ));
         }
         if c.limits || !c.fallbacks.is_empty() {
             for (old, new) in running
@@ -105,12 +111,15 @@ impl Reloader {
             log::info!("reloaded {path}: nothing to apply in place");
         } else {
             log::info!(
-                "reloaded {path} in {} ms: applied {} to new connections",
+                "reloaded {path} in {} ms ({} ms to read and check it): applied {} to new connections",
                 started.elapsed().as_millis(),
+                read.as_millis(),
                 applied.join(", ")
             );
         }
         metrics::RELOADS.with_label_values(&["ok"]).inc();
+        drop(running);
+        drop(retired);
         drop(new);
         crate::process::return_free_memory();
     }

@@ -202,6 +202,7 @@ impl Workers {
         };
         let u = Upgrade {
             pid,
+            started: Instant::now(),
             stage: Stage::Starting,
             deadline: Instant::now() + PREPARE_TIMEOUT,
             exe,
@@ -626,11 +627,12 @@ impl Workers {
                 log::info!("closed the listening socket on {key}: the config no longer has it");
             }
         }
+        let took = u.started.elapsed().as_millis();
         let text = match old {
             Some(old) => format!(
-                "worker pid {pid} serves; worker pid {old} closes its connections over grace_period_seconds"
+                "worker pid {pid} serves, {took} ms after it started; worker pid {old} closes its connections over grace_period_seconds"
             ),
-            None => format!("worker pid {pid} serves"),
+            None => format!("worker pid {pid} serves, {took} ms after it started"),
         };
         match kind {
             Kind::Upgrade => log::info!("upgrade done: {text}"),
