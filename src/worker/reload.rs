@@ -12,6 +12,11 @@ use snigate_core::config::changes::changes;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Routes from which a reload gives the heap's free pages back after it: a large file's
+/// parse leaves tens of MiB behind, a small one's too little to be worth the page faults
+/// that reusing given-back pages costs the connections later.
+const LARGE_TABLE: usize = 10_000;
+
 /// Reloads one worker's config file.
 pub struct Reloader {
     path: PathBuf,
@@ -118,9 +123,12 @@ impl Reloader {
             );
         }
         metrics::RELOADS.with_label_values(&["ok"]).inc();
+        let large = new.gateway.routes.len() >= LARGE_TABLE;
         drop(running);
         drop(retired);
         drop(new);
-        crate::process::return_free_memory();
+        if large {
+            crate::process::return_free_memory();
+        }
     }
 }

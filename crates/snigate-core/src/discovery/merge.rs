@@ -9,6 +9,10 @@
 //!    route wins, as exact routes always do.
 //! 5. A discovered name that is not a valid SNI host name (an IP literal, say) gets no
 //!    route; the coverage check reports it as unroutable.
+//!
+//! The discovered routes form a layer of their own beside the static ones (see
+//! [`crate::routes`]). A name that a static route hides stays in that layer, so a reload
+//! that removes the static route shows the discovered one again without a rebuild.
 
 use super::state::{ClusterRoutes, Entry};
 use crate::names::{parse_pattern, SniPattern, Upstream};
