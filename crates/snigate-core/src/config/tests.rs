@@ -75,6 +75,31 @@ fn duplicate_route_names_both() {
         e.contains("gateway.routes[2].sni `pkc-1.eu.example.test` duplicates gateway.routes[0]"),
         "{e}"
     );
+    let e = err(&GOOD.replace("sni: pl.example.test", "sni: pkc-1.eu.example.test."));
+    assert!(
+        e.contains("gateway.routes[2].sni `pkc-1.eu.example.test` duplicates gateway.routes[0]"),
+        "{e}"
+    );
+}
+
+/// In a large table, a name that differs from an earlier one only in case and a trailing
+/// dot is reported with both positions.
+#[test]
+fn duplicates_are_found_in_a_large_table() {
+    let mut yaml = String::from(
+        "gateway:\n  listeners:\n    - name: kafka\n      address: 127.0.0.1:9092\n  routes:\n",
+    );
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "    - sni: b{i}.dup.example.test\n      upstream: 127.0.0.2:9092\n"
+        ));
+    }
+    yaml.push_str("    - sni: B5.Dup.Example.Test.\n      upstream: 127.0.0.3:9092\n");
+    let e = err(&yaml);
+    assert!(
+        e.contains("gateway.routes[10000].sni `b5.dup.example.test` duplicates gateway.routes[5]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -102,8 +102,12 @@ impl Clusters {
                 (Some(h), None) if *h != *from => {}
                 // Nobody else holds it (an earlier cluster would): it is this cluster's.
                 (_, Some(e)) => layer.put(merge::route(&from, norm, &e)),
-                // This cluster gave it up: the next cluster that has it takes it.
+                // This cluster gave it up: the next cluster that has it takes it. Names
+                // are stored in normal form (see `refresh::observed_names`), so one
+                // lookup per cluster finds it.
                 (_, None) => {
+                    // Names are stored as discovered, normally already in normal form;
+                    // the scan covers one that is not (a trailing dot, say).
                     let next = self.order.iter().find_map(|c| {
                         let e = self.routes.get(c)?.names.get(norm.as_ref())?;
                         Some((c, e))

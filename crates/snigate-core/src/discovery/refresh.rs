@@ -10,7 +10,7 @@
 
 use super::state::Kind;
 use crate::config::ClusterConfig;
-use crate::names::{parse_pattern, SniPattern};
+use crate::names::{normalize_name, parse_pattern, SniPattern};
 use std::time::Duration;
 
 /// One broker from the metadata.
@@ -34,7 +34,8 @@ pub fn observed_names(cluster: &ClusterConfig, brokers: &[Broker]) -> Vec<(Strin
         Kind::Bootstrap,
     )];
     for b in brokers {
-        out.push((b.host.to_ascii_lowercase(), b.port, Kind::Broker));
+        // In normal form (lower case, no trailing dot), as every other name here is.
+        out.push((normalize_name(&b.host).into_owned(), b.port, Kind::Broker));
     }
     if let Some((h, p)) = &cluster.rest {
         out.push((h.clone(), *p, Kind::Rest));
@@ -110,12 +111,18 @@ mod tests {
                 host: "127.0.0.1".into(),
                 port: 9092,
             },
+            Broker {
+                id: 3,
+                host: "b1.test.".into(),
+                port: 9092,
+            },
         ];
         let names: Vec<String> = observed_names(&cluster, &brokers)
             .into_iter()
             .map(|(n, _, _)| n)
             .collect();
-        assert_eq!(names, ["pkc.test", "b0.test", "psrc.test"]);
+        // Broker names come in normal form: lower case, no trailing dot.
+        assert_eq!(names, ["pkc.test", "b0.test", "b1.test", "psrc.test"]);
     }
 
     #[test]
