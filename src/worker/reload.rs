@@ -10,12 +10,18 @@ use crate::metrics;
 use crate::proxy::Shared;
 use snigate_core::config::changes::changes;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Routes from which a reload gives the heap's free pages back after it: a large file's
 /// parse leaves tens of MiB behind, a small one's too little to be worth the page faults
 /// that reusing given-back pages costs the connections later.
 const LARGE_TABLE: usize = 10_000;
+
+/// How long reloads must have stopped before the heap is given back: trimming walks every
+/// thread's heap, so it waits out a burst of reloads and runs once after the last.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// Reloads one worker's config file.
 pub struct Reloader {
@@ -24,6 +30,8 @@ pub struct Reloader {
     running: Mutex<snigate_core::config::Config>,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
+    /// Counts reloads, so that a pending trim can tell whether another came since.
+    generation: Arc<AtomicU64>,
 }
 
 impl Reloader {
@@ -39,6 +47,24 @@ impl Reloader {
             running: Mutex::new(running),
             hub,
             shared,
+            generation: Arc::default(),
+        }
+    }
+
+    /// Gives the heap's free pages back once no reload has come for [`SETTLE`].
+    fn trim_when_settled(&self) {
+        let generation = self.generation.clone();
+        let mine = generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let spawned = std::thread::Builder::new()
+            .name("reload trim".into())
+            .spawn(move || {
+                std::thread::sleep(SETTLE);
+                if generation.load(Ordering::SeqCst) == mine {
+                    crate::process::at_idle_priority(crate::process::return_free_memory);
+                }
+            });
+        if let Err(e) = spawned {
+            log::debug!("no thread to give the heap back after a reload: {e}");
         }
     }
 
@@ -128,7 +154,7 @@ impl Reloader {
         drop(retired);
         drop(new);
         if large {
-            crate::process::return_free_memory();
+            self.trim_when_settled();
         }
     }
 }
