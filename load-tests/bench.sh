@@ -151,6 +151,13 @@ wait_port "${upstreams[0]}"
 regex() { printf '^%s$' "${1//./\\.}"; }
 # snigate_head THREADS: the top of every snigate config the runner writes, up to the admin
 # endpoint; the caller adds limits and routes.
+# results_file [KIND]: sets $stamp (UTC time, then -KIND and -quick as they apply) and $file,
+# the results file of that name, in a results directory made if missing.
+results_file() {
+  mkdir -p "$results_dir"
+  stamp=$(date -u +%Y-%m-%dT%H%MZ)${1:+-$1}; $quick && stamp="$stamp-quick"
+  file="$results_dir/$stamp.md"
+}
 snigate_head() {
   echo "threads: $1"; echo "pid_file: $work/snigate.pid"; echo "upgrade_sock: $work/snigate-upgrade.sock"
   echo "grace_period_seconds: 1"; echo "gateway:"; echo "  listeners:"; echo "    - name: kafka"
@@ -314,9 +321,7 @@ if $pools; then
               if (a[1] == "pool" && n[o]) printf "%.3f\n", (s[k] / n[k]) / (s[o] / n[o]) } }' "$raw" | sort -g | paste -sd' '; }
   rate_ratio=$(ratio conns_per_s); p99_ratio=$(ratio p99_us); cpu_ratio=$(ratio cpu_us_per_conn)
   holds=no; awk -v r="$rate_ratio" 'BEGIN { exit !(r != "-" && r >= 0.95) }' && holds=yes
-  mkdir -p "$results_dir"
-  stamp=$(date -u +%Y-%m-%dT%H%MZ)-pools; $quick && stamp="$stamp-quick"
-  file="$results_dir/$stamp.md"
+  results_file pools
   {
     echo "# What server pools cost, $stamp"
     echo
@@ -476,9 +481,7 @@ if $scale; then
   col() { median "$1" "n${2}_$3"; }
   # KiB of RSS per route beyond the 10-route config's, for N routes: kib_per_route RSS BASE N.
   kib_per_route() { awk -v r="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }'; }
-  mkdir -p "$results_dir"
-  stamp=$(date -u +%Y-%m-%dT%H%MZ)-scale; $quick && stamp="$stamp-quick"
-  file="$results_dir/$stamp.md"
+  results_file scale
   {
     echo "# Routes at scale, $stamp"
     echo
@@ -584,9 +587,7 @@ if $egress; then
               if (a[1] == g && (d in v)) print (kind == "minus" ? v[k] - v[d] : (v[d] > 0 ? v[k] / v[d] : "-")) } }' "$raw" | mid; }
   cpu_median() { awk -F'\t' -v g="$1" '$1 == g && ($2 == "egress_user_us" || $2 == "egress_sys_us") { v[$4] += $3 }
       END { for (r in v) print v[r] }' "$raw" | mid; }
-  mkdir -p "$results_dir"
-  stamp=$(date -u +%Y-%m-%dT%H%MZ)-egress; $quick && stamp="$stamp-quick"
-  file="$results_dir/$stamp.md"
+  results_file egress
   {
     echo "# What a forward proxy costs, $stamp"
     echo
@@ -782,10 +783,7 @@ fi
 table=$("$loadgen" report --results "$raw" --idle-small "$idle_small" --idle-large "$idle_large")
 echo
 echo "$table"
-mkdir -p "$results_dir"
-stamp=$(date -u +%Y-%m-%dT%H%MZ)
-$quick && stamp="$stamp-quick"
-file="$results_dir/$stamp.md"
+results_file
 {
   echo "# Side-by-side benchmark, $stamp"
   echo

@@ -176,11 +176,6 @@ impl DiscoveredRoutes {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty()
     }
-
-    /// Every route, in no order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.exact.values()
-    }
 }
 
 /// An immutable table of routes: the static layer and the discovered layer, each shared, so
@@ -257,11 +252,6 @@ impl RouteTable {
             discovered: Arc::default(),
             hidden: 0,
         }
-    }
-
-    /// The discovered layer, hidden names included.
-    pub fn discovered(&self) -> &Arc<DiscoveredRoutes> {
-        &self.discovered
     }
 
     /// True when a route of the table is labelled `label` (its pattern as written).

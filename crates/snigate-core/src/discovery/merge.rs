@@ -15,7 +15,7 @@
 //! that removes the static route shows the discovered one again without a rebuild.
 
 use super::state::{ClusterRoutes, Entry};
-use crate::names::{parse_pattern, SniPattern, Upstream};
+use crate::names::{normalize_name, parse_pattern, SniPattern, Upstream};
 use crate::routes::{DiscoveredRoutes, Route, RouteTable};
 use std::sync::Arc;
 
@@ -81,12 +81,10 @@ pub fn conflicts(table: &RouteTable, clusters: &[(&str, &ClusterRoutes)]) -> Vec
     for (cluster, routes) in clusters {
         let from = origin(cluster);
         for name in routes.names.keys() {
-            let Some(norm) = routable(name) else {
-                continue;
-            };
-            if let Some(kept) = table.exact(&norm).filter(|r| *r.origin != *from) {
+            // A name that cannot be routed (rule 5) finds no route here either.
+            if let Some(kept) = table.exact(name).filter(|r| *r.origin != *from) {
                 out.push(Conflict {
-                    name: norm.to_string(),
+                    name: normalize_name(name).into_owned(),
                     cluster: (*cluster).to_owned(),
                     kept: kept.origin.to_string(),
                 });
