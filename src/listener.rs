@@ -10,6 +10,7 @@
 //! [`hand_over`] and [`take_over`] pass listening sockets between processes.
 
 use crate::admin::Readiness;
+use crate::proxy::wakes::{tick_this_thread, WhenWoken};
 use crate::proxy::Handler;
 use crate::worker::drain::stopped;
 use async_trait::async_trait;
@@ -339,8 +340,8 @@ fn socket(addr: SocketAddr, fds: Option<&ListenFds>) -> std::io::Result<std::net
 
 async fn accept_loop(listener: TcpListener, handler: Arc<Handler>, shutdown: ShutdownWatch) {
     let mut stop = shutdown.clone();
-    let stopping = stopped(&mut stop);
-    tokio::pin!(stopping);
+    let stopping = std::pin::pin!(stopped(&mut stop));
+    let mut stopping = WhenWoken::new(stopping);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -352,8 +353,10 @@ async fn accept_loop(listener: TcpListener, handler: Arc<Handler>, shutdown: Shu
                 let handler = handler.clone();
                 let drain = shutdown.clone();
                 // Pingora's handle: with work stealing off, a random one of its threads.
-                pingora_runtime::current_handle()
-                    .spawn(async move { handler.accept(stream, peer, drain).await });
+                pingora_runtime::current_handle().spawn(async move {
+                    tick_this_thread();
+                    handler.accept(stream, peer, drain).await
+                });
             }
             Err(e) => {
                 // Out of descriptors, say: accept would fail again at once.

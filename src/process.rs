@@ -193,12 +193,12 @@ pub fn someone_listens_on(path: &Path) -> bool {
 }
 
 /// Gives the heap's free pages back to the system. Reading a large config leaves tens of
-/// MiB free but still counted in the process's RSS until then.
+/// MiB free but still counted in the process's RSS until then. (The binary's allocator
+/// is mimalloc: see `main.rs`.)
 pub fn return_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    // SAFETY: mi_collect only walks the allocator's own free lists and arenas.
     unsafe {
-        libc::malloc_trim(0);
+        libmimalloc_sys::mi_collect(true);
     }
 }
 

@@ -53,14 +53,9 @@ pub struct Record<'a> {
     pub server: Option<Arc<str>>,
     /// How long the upstream connect took.
     pub connect_ms: Option<u64>,
-    /// The egress proxy that carried it (its label, never its credentials).
-    pub proxy: Option<Arc<str>>,
-    /// The egress proxy's address.
-    pub proxy_addr: Option<SocketAddr>,
-    /// How long the proxy took to answer.
-    pub proxy_ms: Option<u64>,
-    /// The proxy's answer: `ok`, an HTTP status, `socks5:N`, or what happened instead.
-    pub proxy_reply: Option<String>,
+    /// The egress proxy that carried it, for a route with one. Boxed: most connections
+    /// have none, and each open connection keeps its record.
+    pub egress: Option<Box<EgressRecord>>,
     /// Bytes from the client to the upstream, the hello included.
     pub bytes_up: u64,
     /// Bytes from the upstream to the client.
@@ -73,6 +68,31 @@ pub struct Record<'a> {
     pub closed_by: Option<Closer>,
     /// Why, for outcomes that need explaining.
     pub detail: Option<String>,
+}
+
+/// What a connection through an egress proxy adds to its record.
+#[derive(Debug)]
+pub struct EgressRecord {
+    /// The proxy's label, never its credentials.
+    pub proxy: Arc<str>,
+    /// The proxy's address.
+    pub addr: Option<SocketAddr>,
+    /// How long the proxy took to answer.
+    pub ms: Option<u64>,
+    /// The proxy's answer: `ok`, an HTTP status, `socks5:N`, or what happened instead.
+    pub reply: Option<String>,
+}
+
+impl EgressRecord {
+    /// The record of a tunnel asked of `proxy`, before it answers.
+    pub fn new(proxy: Arc<str>) -> Box<Self> {
+        Box::new(EgressRecord {
+            proxy,
+            addr: None,
+            ms: None,
+            reply: None,
+        })
+    }
 }
 
 impl<'a> Record<'a> {
@@ -88,10 +108,7 @@ impl<'a> Record<'a> {
             upstream_addr: None,
             server: None,
             connect_ms: None,
-            proxy: None,
-            proxy_addr: None,
-            proxy_ms: None,
-            proxy_reply: None,
+            egress: None,
             bytes_up: 0,
             bytes_down: 0,
             started: Instant::now(),
@@ -132,7 +149,11 @@ impl<'a> Record<'a> {
             &self.fields(
                 &client,
                 &addr,
-                &self.proxy_addr.map(|a| a.to_string()),
+                &self
+                    .egress
+                    .as_ref()
+                    .and_then(|e| e.addr)
+                    .map(|a| a.to_string()),
                 &target,
                 duration,
             ),
@@ -163,11 +184,11 @@ impl<'a> Record<'a> {
         if let Some(server) = &self.server {
             fields.push(("server", text(Some(server))));
         }
-        if let Some(proxy) = &self.proxy {
-            fields.push(("proxy", text(Some(proxy))));
+        if let Some(egress) = &self.egress {
+            fields.push(("proxy", text(Some(&egress.proxy))));
             fields.push(("proxy_addr", text(proxy_addr.as_deref())));
-            fields.push(("proxy_reply", text(self.proxy_reply.as_deref())));
-            if let Some(ms) = self.proxy_ms {
+            fields.push(("proxy_reply", text(egress.reply.as_deref())));
+            if let Some(ms) = egress.ms {
                 fields.push(("proxy_ms", Value::Number(ms)));
             }
         }
@@ -195,7 +216,11 @@ impl<'a> Record<'a> {
             .route
             .as_ref()
             .map(|r| upstream::target(&r.upstream, self.sni.as_deref(), self.local_port));
-        let proxy_addr = self.proxy_addr.map(|a| a.to_string());
+        let proxy_addr = self
+            .egress
+            .as_ref()
+            .and_then(|e| e.addr)
+            .map(|a| a.to_string());
         let fields = self.fields(
             &client,
             &addr,

@@ -3,9 +3,10 @@
 //! hello, relay both ways, and log the outcome. Generic over the client stream, so that
 //! tests can drive it over an in-memory pipe.
 
-use super::access::{Closer, Record};
+use super::access::{Closer, EgressRecord, Record};
 use super::shared::Shared;
 use super::stream::ClientStream;
+use super::wakes::WhenWoken;
 use crate::metrics::{self, RouteSeries};
 use crate::peek::{self, PeekError};
 use crate::relay::Totals;
@@ -162,7 +163,9 @@ impl Handler {
         );
         match shutdown {
             Some(shutdown) => {
-                let turn = self.shared.drain.turn(shutdown, || self.shared.active());
+                let turn =
+                    std::pin::pin!(self.shared.drain.turn(shutdown, || self.shared.active()));
+                let turn = WhenWoken::new(turn);
                 tokio::select! {
                     _ = served => {}
                     _ = turn => {
@@ -316,7 +319,7 @@ impl Handler {
         let mut early = Vec::new();
         let connected = match (pool, proxy) {
             (None, Some(proxy)) => {
-                rec.proxy = Some(proxy.label.clone());
+                let egress = rec.egress.insert(EgressRecord::new(proxy.label.clone()));
                 let asked = tokio::time::Instant::now();
                 let tunnel = match route.upstream.host_for(rec.sni.as_deref()) {
                     Some(host) => {
@@ -334,17 +337,17 @@ impl Handler {
                 };
                 match &tunnel {
                     Ok(t) => {
-                        rec.proxy_ms = Some(t.answer.as_millis() as u64);
-                        rec.proxy_reply = Some("ok".into());
+                        egress.ms = Some(t.answer.as_millis() as u64);
+                        egress.reply = Some("ok".into());
                         upstream::egress::count(&proxy, Ok(t.answer));
                     }
                     Err(upstream::ConnectError::Proxy(e)) => {
-                        rec.proxy_ms = Some(asked.elapsed().as_millis() as u64);
-                        rec.proxy_reply = Some(e.reply());
+                        egress.ms = Some(asked.elapsed().as_millis() as u64);
+                        egress.reply = Some(e.reply());
                         upstream::egress::count(&proxy, Err(e));
                     }
                     Err(upstream::ConnectError::Loop { .. }) => {
-                        rec.proxy_reply = Some("loop".into());
+                        egress.reply = Some("loop".into());
                     }
                     Err(_) => {}
                 }
@@ -404,8 +407,8 @@ impl Handler {
         route_series
             .last_connect
             .set(connected.elapsed.as_secs_f64());
-        if rec.proxy.is_some() {
-            rec.proxy_addr = Some(connected.addr);
+        if let Some(egress) = rec.egress.as_mut() {
+            egress.addr = Some(connected.addr);
         } else {
             rec.upstream_addr = Some(connected.addr);
         }

@@ -6,6 +6,7 @@
 
 use super::pipe::{self, Pipe};
 use super::{Activity, RelayEnd, Side, Totals};
+use crate::proxy::wakes::WhenWoken;
 use prometheus::IntCounter;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -199,9 +200,11 @@ pub async fn relay_tcp(
             _ => Poll::Pending,
         }
     });
+    let idle = std::pin::pin!(activity.idle(idle));
+    let idle = WhenWoken::new(idle);
     tokio::select! {
         end = both => end,
-        _ = activity.idle(idle) => RelayEnd::Idle,
+        _ = idle => RelayEnd::Idle,
     }
 }
 

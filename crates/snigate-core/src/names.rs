@@ -75,26 +75,64 @@ pub enum NameError {
     BadPinned,
 }
 
-/// Checks that `name` is a host name (rule 1), and returns it as text.
+/// A byte that may stand in a label (letters, digits, `_`; `-` is checked apart).
+const LABEL: u8 = 1;
+/// A byte that may stand in an address literal (hex digits, `.`, `:`, `[`, `]`).
+const ADDRESS: u8 = 2;
+
+/// [`LABEL`] and [`ADDRESS`] for every byte.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            t[b] |= LABEL;
+        }
+        if c.is_ascii_hexdigit() || matches!(c, b'.' | b':' | b'[' | b']') {
+            t[b] |= ADDRESS;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Checks that `name` is a host name (rule 1), and returns it as text. One pass over the
+/// bytes with a table, since every ClientHello's name comes through here.
 pub fn validate_host(name: &[u8]) -> Result<&str, HostError> {
-    let text = std::str::from_utf8(name).map_err(|_| HostError::Invalid)?;
-    if looks_like_ip(text) {
-        return Err(HostError::IpLiteral);
-    }
-    let trimmed = text.strip_suffix('.').unwrap_or(text);
-    if trimmed.is_empty() || trimmed.len() > 253 {
-        return Err(HostError::Invalid);
-    }
-    for label in trimmed.split('.') {
-        let ok_len = !label.is_empty() && label.len() <= 63;
-        let ok_chars = label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok_len || !ok_chars || label.starts_with('-') || label.ends_with('-') {
+    let trimmed = name.strip_suffix(b".").unwrap_or(name);
+    // Label rules in one pass: lengths, characters, no hyphen at either end of a label.
+    let (mut labels_ok, mut address) = (true, ADDRESS);
+    let (mut len, mut prev) = (0usize, b'.');
+    for &b in trimmed {
+        let class = CLASS[usize::from(b)];
+        address &= class;
+        if b == b'.' {
+            labels_ok &= len > 0 && len <= 63 && prev != b'-';
+            len = 0;
+        } else if class & LABEL != 0 || (b == b'-' && len > 0) {
+            len += 1;
+        } else if address == 0 {
+            // Neither a name nor an address literal.
             return Err(HostError::Invalid);
+        } else {
+            labels_ok = false;
+        }
+        prev = b;
+    }
+    labels_ok &= len > 0 && len <= 63 && prev != b'-' && trimmed.len() <= 253;
+    // An address literal is named as such even where it breaks the label rules (IPv6).
+    if address != 0 {
+        if let Ok(text) = std::str::from_utf8(name) {
+            if looks_like_ip(text) {
+                return Err(HostError::IpLiteral);
+            }
         }
     }
-    Ok(text)
+    if !labels_ok {
+        return Err(HostError::Invalid);
+    }
+    std::str::from_utf8(name).map_err(|_| HostError::Invalid)
 }
 
 /// False when `text` has a character no address literal has (anything but hex digits,
@@ -352,6 +390,81 @@ pub fn parse_pinned(v: &str) -> Result<SocketAddr, NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules as first written, label by label: the one-pass check must agree.
+    fn reference(name: &[u8]) -> Result<&str, HostError> {
+        let text = std::str::from_utf8(name).map_err(|_| HostError::Invalid)?;
+        if looks_like_ip(text) {
+            return Err(HostError::IpLiteral);
+        }
+        let trimmed = text.strip_suffix('.').unwrap_or(text);
+        if trimmed.is_empty() || trimmed.len() > 253 {
+            return Err(HostError::Invalid);
+        }
+        for label in trimmed.split('.') {
+            let ok_len = !label.is_empty() && label.len() <= 63;
+            let ok_chars = label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok_len || !ok_chars || label.starts_with('-') || label.ends_with('-') {
+                return Err(HostError::Invalid);
+            }
+        }
+        Ok(text)
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_rules_label_by_label() {
+        // Every string of up to 4 bytes over an alphabet that hits each rule, then longer
+        // pseudo-random ones, and names at the length limits.
+        let alphabet = b"a-.:_1fZ[]\xff ";
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut frontier = cases.clone();
+        for _ in 0..4 {
+            frontier = frontier
+                .iter()
+                .flat_map(|c| {
+                    alphabet.iter().map(move |&b| {
+                        let mut n = c.clone();
+                        n.push(b);
+                        n
+                    })
+                })
+                .collect();
+            cases.extend(frontier.iter().cloned());
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (x % 80) as usize;
+            let mut n = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                n.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            cases.push(n);
+        }
+        for l in [62, 63, 64] {
+            cases.push(format!("{}.test", "a".repeat(l)).into_bytes());
+            cases.push(format!("{}-.test", "a".repeat(l)).into_bytes());
+        }
+        for total in [252, 253, 254] {
+            let mut n = "a.".repeat(total / 2).into_bytes();
+            n.truncate(total);
+            cases.push(n.clone());
+            n.push(b'.');
+            cases.push(n);
+        }
+        for c in &cases {
+            assert_eq!(
+                validate_host(c),
+                reference(c),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
 
     #[test]
     fn hosts() {
