@@ -192,13 +192,43 @@ pub fn someone_listens_on(path: &Path) -> bool {
     })
 }
 
-/// Gives the heap's free pages back to the system. Reading a large config leaves tens of
-/// MiB free but still counted in the process's RSS until then. (The binary's allocator
-/// is mimalloc: see `main.rs`.)
+/// Gives free memory back to the system: every page the allocator's heaps have handed
+/// back (see [`release_thread_heap`]), this thread's own, and the C library's heap, which
+/// the C dependencies (librdkafka, OpenSSL) use. Reading a large config leaves tens of MiB
+/// free but still counted in the process's RSS until then. (The binary's allocator is
+/// mimalloc: see `main.rs`.)
 pub fn return_free_memory() {
-    // SAFETY: mi_collect only walks the allocator's own free lists and arenas.
+    // SAFETY: mi_thread_init only sets up this thread's allocator heap (without one,
+    // mi_collect returns at once); mi_collect walks the allocator's own heap and arenas;
+    // malloc_trim walks the C library's free lists.
     unsafe {
+        libmimalloc_sys::mi_thread_init();
         libmimalloc_sys::mi_collect(true);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        libc::malloc_trim(0);
+    }
+}
+
+/// Hands this thread's empty allocator pages back to the shared arenas, from which
+/// [`return_free_memory`], on any thread, gives them back to the system. Only the thread
+/// that owns a heap can do this.
+pub fn release_thread_heap() {
+    // SAFETY: mi_collect(false) only walks this thread's own heap.
+    unsafe {
+        libmimalloc_sys::mi_collect(false);
+    }
+}
+
+/// Turns transparent huge pages off for this process and the processes it starts: a
+/// huge page backs 2 MiB of a heap at the first touch of any of it, which makes a small
+/// worker's RSS jump by megabytes, and faulting one in costs a start-up tens of
+/// milliseconds. mimalloc is built not to ask for them; this also covers hosts where the
+/// kernel gives them unasked (`always`).
+pub fn without_huge_pages() {
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments and only sets a flag.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

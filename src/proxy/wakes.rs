@@ -3,14 +3,16 @@
 //! - [`WhenWoken`]: a future that waits for something rare (the drain's signal, the idle
 //!   deadline) inside a connection's `select!`, polled only when its own waker has fired.
 //!   `select!` polls every branch each time the task wakes, and a connection's task wakes
-//!   several times for its bytes alone. Polling a watch receiver or a timer each time
-//!   costs hundreds of instructions; checking one flag costs a few.
+//!   several times for its bytes alone. Polling a watch receiver or a timer costs hundreds
+//!   of instructions; the gate costs an uncontended lock and a flag. It allocates one
+//!   small shared flag per wrapped future.
 //! - [`tick_this_thread`]: Tokio wakes its own event loop (an eventfd write, then one more
-//!   `epoll_wait`) whenever a new timer is due before the loop's next planned wake-up. On
-//!   a thread with no timer pending, that is every connection's first timer (the hello or
-//!   connect deadline, the idle deadline). A task that sleeps [`TICK`] at a time on each
-//!   runtime thread keeps the planned wake-up within a second, so that timers of a second
-//!   or more never cost those two system calls.
+//!   `epoll_wait`) whenever a new timer is due before every timer already pending on that
+//!   thread. On a thread with no timer pending, that is each connection's first timer
+//!   (its hello or connect deadline, or its idle deadline). A task that sleeps [`TICK`] at
+//!   a time on each single-threaded runtime keeps a timer due within a second, so timers
+//!   a second or more away no longer cost those two system calls: the tick itself costs
+//!   them about once a second.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -34,15 +36,21 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(w) = task.as_ref() {
-            w.wake_by_ref();
+        // Woken outside the lock: a wake from another thread may make a system call.
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(w) = task {
+            w.wake();
         }
     }
 }
 
 /// Polls `F` on the first poll and afterwards only once `F`'s own waker has fired; every
-/// other poll returns `Pending` at once.
+/// other poll returns `Pending` at once. Like any future, it must not be polled after it
+/// has returned `Ready` (it would then wait forever).
 pub struct WhenWoken<'a, F> {
     inner: Pin<&'a mut F>,
     flag: Arc<Flag>,
@@ -91,11 +99,20 @@ thread_local! {
     static TICKING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Starts the tick on the calling runtime thread, once per thread (see the module's
-/// notes). Call it from a task that runs on a worker thread's own runtime.
+/// Starts the tick on the calling thread's runtime, once per thread (see the module's
+/// notes). Call it from a task. It does nothing on a multi-threaded runtime (Pingora's
+/// with work stealing on), whose threads share one timer wheel; Pingora's default runtime
+/// is one single-threaded runtime per thread.
 pub fn tick_this_thread() {
+    use tokio::runtime::{Handle, RuntimeFlavor};
     TICKING.with(|ticking| {
-        if !ticking.replace(true) {
+        if ticking.get() {
+            return;
+        }
+        ticking.set(true);
+        let single =
+            Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+        if single {
             tokio::spawn(async {
                 loop {
                     tokio::time::sleep(TICK).await;
@@ -156,5 +173,30 @@ mod tests {
             .expect("its own wake reaches the task");
         assert!(polls.load(Ordering::Relaxed) <= 3);
         tell.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_tick_starts_once_per_thread_of_a_single_threaded_runtime() {
+        let alive = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = alive();
+        tick_this_thread();
+        tick_this_thread();
+        assert_eq!(alive(), before + 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn no_tick_on_a_multi_threaded_runtime() {
+        let alive = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = alive();
+        tick_this_thread();
+        assert_eq!(alive(), before);
     }
 }

@@ -19,8 +19,9 @@ use std::time::Duration;
 /// that reusing given-back pages costs the connections later.
 const LARGE_TABLE: usize = 10_000;
 
-/// How long reloads must have stopped before the heap is given back: trimming walks every
-/// thread's heap, so it waits out a burst of reloads and runs once after the last.
+/// How long reloads must have stopped before the heap is given back: memory given back
+/// now costs the next reload page faults, so it waits out a burst of reloads and runs
+/// once after the last.
 const SETTLE: Duration = Duration::from_secs(2);
 
 /// Reloads one worker's config file.
@@ -154,6 +155,9 @@ impl Reloader {
         drop(retired);
         drop(new);
         if large {
+            // This thread freed the old table and the parse: its allocator heap hands its
+            // empty pages back now, and they go back to the system once reloads settle.
+            crate::process::release_thread_heap();
             self.trim_when_settled();
         }
     }
