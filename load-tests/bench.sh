@@ -441,18 +441,15 @@ if $scale; then
       taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
         --prefix "n${n}_steady" --warmup-secs "$warm" --seconds "$open_secs" --label snigate --out "$raw" \
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop with $n routes"
-      # The reloading loop is load side: it runs on CPU 1, so that copying the file does not
-      # take the gateway's core.
-      ( sleep "$warm"; end=$(( $(ms_now) + ${open_secs%.*} * 1000 )); shift_now=0
-        while (( $(ms_now) < end )); do
-          shift_now=$((1 - shift_now)); taskset -c 1 cp "$work/snigate-$shift_now.yaml" "$work/snigate.yaml"
-          kill -HUP "$stable"; sleep 0.5
-        done ) &
-      reloader=$!
+      # The load generator itself swaps the file (a hard link renamed over it) and sends the
+      # SIGHUP: a shell loop forked processes on the load side's core at every reload.
       taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
         --prefix "n${n}_reloading" --warmup-secs "$warm" --seconds "$open_secs" --label snigate --out "$raw" \
+        --hup-pid "$stable" --hup-config "$work/snigate.yaml" --hup-every-ms 500 \
+        --hup-alternates "$work/snigate-0.yaml,$work/snigate-1.yaml" \
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop during reloads with $n routes"
-      wait "$reloader" 2> /dev/null || true
+      # The config is now a hard link to an alternate: unlink it before it is written again.
+      rm -f "$work/snigate.yaml"
       grep -q "reload failed" "$work/snigate.log" && failed "snigate: a reload with $n routes failed"
       stop_gateway
       for layout in backends map; do
@@ -489,7 +486,7 @@ if $scale; then
     echo "generator and the 12 upstreams on CPU 1. Route i is \`b(i mod 30)-pkc-c(i / 30).eu-west-2.aws.confluent.test\`,"
     echo "static, to one of the 12 upstreams. Lookups: the closed loop (32 clients, ${secs}s) over 200 names spread"
     echo "over the table. Reload: SIGHUP with 1% of the upstreams changed, timed to the reload counter (the"
-    echo "scrape polls, every 5 ms from CPU 1, add up to 5 ms; the reloading loop copies files on CPU 1 too). p99: open loop at $scale_rate/s for ${open_secs}s, without and with a reload"
+    echo "scrape polls, every 5 ms from CPU 1, add up to 5 ms). During the reloading open loop the load generator itself swaps the file (a hard link renamed over it) and sends each SIGHUP. p99: open loop at $scale_rate/s for ${open_secs}s, without and with a reload"
     echo "every 0.5 s. Medians over $runs run(s)."
     echo
     echo "| routes | \`-t\` ms | to /ready ms | worker RSS MiB | KiB/route over 10 routes | /metrics bytes | scrape ms | lookups conns/s | reload ms | p99 µs steady | p99 µs reloading | reloading ÷ steady |"

@@ -10,6 +10,7 @@ mod hello;
 mod idle;
 mod open;
 mod rate;
+mod reloads;
 mod report;
 mod upstream;
 
@@ -119,6 +120,18 @@ enum Command {
         /// Gateway processes, for CPU per connection.
         #[arg(long)]
         pid: Vec<u32>,
+        /// Reload the gateway during the measured window: the process to send SIGHUP.
+        #[arg(long, requires_all = ["hup_config", "hup_alternates"])]
+        hup_pid: Option<i32>,
+        /// The config file replaced before each SIGHUP.
+        #[arg(long)]
+        hup_config: Option<PathBuf>,
+        /// The files it is replaced by, in turn (on the same filesystem).
+        #[arg(long, value_delimiter = ',')]
+        hup_alternates: Vec<PathBuf>,
+        /// Milliseconds between reloads.
+        #[arg(long, default_value_t = 500)]
+        hup_every_ms: u64,
         #[command(flatten)]
         output: Output,
     },
@@ -235,12 +248,29 @@ async fn run(cli: Cli) -> Result<()> {
             seconds,
             max_in_flight,
             pid,
+            hup_pid,
+            hup_config,
+            hup_alternates,
+            hup_every_ms,
             output,
         } => {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(format!("--rate must be a positive number, not {rate}").into());
             }
             let requests = rate::requests(&hello::load(&hellos)?);
+            let reloading = match (hup_pid, hup_config) {
+                (Some(pid), Some(config)) => Some(reloads::spawn(
+                    reloads::Reloads {
+                        pid,
+                        config,
+                        alternates: hup_alternates,
+                        every: Duration::from_millis(hup_every_ms.max(1)),
+                    },
+                    Duration::from_secs_f64(warmup_secs),
+                    Duration::from_secs_f64(warmup_secs + seconds),
+                )),
+                _ => None,
+            };
             let r = open::run(
                 targets,
                 requests,
@@ -252,6 +282,13 @@ async fn run(cli: Cli) -> Result<()> {
                 pid,
             )
             .await;
+            if let Some(reloading) = reloading {
+                let sent = reloading
+                    .join()
+                    .map_err(|_| "the reloading thread panicked")?
+                    .map_err(|e| format!("reloading the gateway: {e}"))?;
+                eprintln!("open {prefix}: {sent} reloads asked for during the run");
+            }
             eprintln!(
                 "open {prefix}: offered {rate:.0}/s, completed {:.0}/s, {} failed of {} scheduled, launcher p99 late {} µs",
                 r.per_sec, r.failed, r.scheduled, r.launch_late_p99_us
