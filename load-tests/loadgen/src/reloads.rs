@@ -71,7 +71,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&config).unwrap(), "b");
         install(&a, &config).unwrap();
         assert_eq!(std::fs::read_to_string(&config).unwrap(), "a");
-        assert_eq!(std::fs::read_to_string(&b).unwrap(), "b", "alternates are untouched");
+        assert_eq!(
+            std::fs::read_to_string(&b).unwrap(),
+            "b",
+            "alternates are untouched"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
