@@ -448,10 +448,12 @@ if $scale; then
         --hup-pid "$stable" --hup-config "$work/snigate.yaml" --hup-every-ms 500 \
         --hup-alternates "$work/snigate-0.yaml,$work/snigate-1.yaml" \
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop during reloads with $n routes"
-      # The config is now a hard link to an alternate: unlink it before it is written again.
-      rm -f "$work/snigate.yaml"
-      grep -q "reload failed" "$work/snigate.log" && failed "snigate: a reload with $n routes failed"
+      # Stopped first, so that no reload still queued reads the file after it is gone and
+      # every reload's outcome is in the log; the config is now a hard link to an
+      # alternate, unlinked before it is written again.
       stop_gateway
+      grep -q "reload failed" "$work/snigate.log" && failed "snigate: a reload with $n routes failed"
+      rm -f "$work/snigate.yaml"
       for layout in backends map; do
         echo "bench: run $run/$runs, $n routes: haproxy ($layout)"
         scale_haproxy "$n" "$layout"

@@ -213,7 +213,8 @@ pub fn return_free_memory() {
 /// [`return_free_memory`], on any thread, gives them back to the system. Only the thread
 /// that owns a heap can do this.
 pub fn release_thread_heap() {
-    // SAFETY: mi_collect(false) only walks this thread's own heap.
+    // SAFETY: mi_collect(false) walks this thread's own heap and the shared arenas,
+    // which mimalloc locks itself.
     unsafe {
         libmimalloc_sys::mi_collect(false);
     }

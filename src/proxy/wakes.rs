@@ -101,8 +101,8 @@ thread_local! {
 
 /// Starts the tick on the calling thread's runtime, once per thread (see the module's
 /// notes). Call it from a task. It does nothing on a multi-threaded runtime (Pingora's
-/// with work stealing on), whose threads share one timer wheel; Pingora's default runtime
-/// is one single-threaded runtime per thread.
+/// with `work_stealing: true`), whose threads share one timer wheel; snigate's default
+/// (work stealing off) is one single-threaded runtime per thread.
 pub fn tick_this_thread() {
     use tokio::runtime::{Handle, RuntimeFlavor};
     TICKING.with(|ticking| {
@@ -175,7 +175,7 @@ mod tests {
         tell.await.unwrap();
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_tick_starts_once_per_thread_of_a_single_threaded_runtime() {
         let alive = || {
             tokio::runtime::Handle::current()
@@ -185,6 +185,9 @@ mod tests {
         let before = alive();
         tick_this_thread();
         tick_this_thread();
+        assert_eq!(alive(), before + 1);
+        // It keeps ticking.
+        tokio::time::sleep(TICK * 3).await;
         assert_eq!(alive(), before + 1);
     }
 

@@ -120,14 +120,16 @@ enum Command {
         /// Gateway processes, for CPU per connection.
         #[arg(long)]
         pid: Vec<u32>,
-        /// Reload the gateway during the measured window: the process to send SIGHUP.
-        #[arg(long, requires_all = ["hup_config", "hup_alternates"])]
-        hup_pid: Option<i32>,
+        /// Reload the gateway during the measured window: the process to send SIGHUP (a
+        /// pid of 1 or more: 0 and -1 would signal groups of processes).
+        #[arg(long, requires_all = ["hup_config", "hup_alternates"],
+              value_parser = clap::value_parser!(u32).range(1..i64::from(i32::MAX)))]
+        hup_pid: Option<u32>,
         /// The config file replaced before each SIGHUP.
-        #[arg(long)]
+        #[arg(long, requires = "hup_pid")]
         hup_config: Option<PathBuf>,
         /// The files it is replaced by, in turn (on the same filesystem).
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', requires = "hup_pid")]
         hup_alternates: Vec<PathBuf>,
         /// Milliseconds between reloads.
         #[arg(long, default_value_t = 500)]
@@ -261,7 +263,7 @@ async fn run(cli: Cli) -> Result<()> {
             let reloading = match (hup_pid, hup_config) {
                 (Some(pid), Some(config)) => Some(reloads::spawn(
                     reloads::Reloads {
-                        pid,
+                        pid: i32::try_from(pid)?,
                         config,
                         alternates: hup_alternates,
                         every: Duration::from_millis(hup_every_ms.max(1)),

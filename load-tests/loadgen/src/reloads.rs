@@ -49,7 +49,8 @@ pub fn spawn(r: Reloads, after: Duration, until: Duration) -> JoinHandle<std::io
                 return Err(std::io::Error::last_os_error());
             }
             sent += 1;
-            std::thread::sleep(r.every);
+            // Never past the end: the run waits for this thread.
+            std::thread::sleep(r.every.min(until.saturating_sub(start.elapsed())));
         }
         Ok(sent)
     })
