@@ -175,13 +175,15 @@ mod tests {
         tell.await.unwrap();
     }
 
+    /// Tasks alive on the current runtime.
+    fn alive() -> usize {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_tick_starts_once_per_thread_of_a_single_threaded_runtime() {
-        let alive = || {
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks()
-        };
         let before = alive();
         tick_this_thread();
         tick_this_thread();
@@ -193,11 +195,6 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn no_tick_on_a_multi_threaded_runtime() {
-        let alive = || {
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks()
-        };
         let before = alive();
         tick_this_thread();
         assert_eq!(alive(), before);
