@@ -276,6 +276,11 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
             shared,
         });
     }
+    // The hub and the reloader hold the routes now. This frame lasts as long as the
+    // worker, so its copies of the config would keep the first table alive after every
+    // reload: a second table's worth of memory for good.
+    drop(gateway);
+    drop(config.gateway);
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });

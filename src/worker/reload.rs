@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Routes from which a reload gives the heap's free pages back after it: a large file's
-/// parse leaves tens of MiB behind, a small one's too little to be worth the page faults
-/// that reusing given-back pages costs the connections later.
-const LARGE_TABLE: usize = 10_000;
+/// Routes from which a reload gives the heap's free pages back after it: the parse of a
+/// 1,000-route file leaves over a MiB behind (a 100,000-route one's, tens of MiB); a
+/// smaller one's is too little to be worth the page faults that reusing given-back pages
+/// costs the connections later.
+const LARGE_TABLE: usize = 1_000;
 
 /// How long reloads must have stopped before the heap is given back: memory given back
 /// now costs the next reload page faults, so it waits out a burst of reloads and runs
