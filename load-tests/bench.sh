@@ -395,17 +395,20 @@ if $scale; then
     scale_names "$1" | awk -v n="${#upstreams[@]}" '{ printf "%s u%d\n", $0, (NR - 1) % n }' > "$work/sni.map"
   }
   rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-  # settled_rss_kib PID: the lowest RSS seen once it has stopped falling for a second, at
-  # least 3 s from now and 8 s at most: a worker gives a reload's memory back 2 s after the
-  # last reload.
+  # settled_rss_kib PID: the worker's lowest RSS once 3 s have passed since the reload
+  # counter last moved and the RSS has not fallen for a second (15 s at most): a worker
+  # gives a reload's memory back 2 s after its last reload (of 1,000 routes or more).
+  # Fails if the worker is gone.
   settled_rss_kib() {
-    local t0 low now fell
-    t0=$(ms_now); low=$(rss_kib "$1"); fell=$t0
-    while (( $(ms_now) - t0 < 8000 )); do
+    local t0 low now fell moved last count
+    t0=$(ms_now); fell=$t0; moved=$t0; last=$(reloads_ok)
+    low=$(rss_kib "$1" 2> /dev/null); [[ $low =~ ^[0-9]+$ ]] || return 1
+    while (( $(ms_now) - t0 < 15000 )); do
       sleep 0.1
-      now=$(rss_kib "$1") || break
+      now=$(rss_kib "$1" 2> /dev/null); [[ $now =~ ^[0-9]+$ ]] || return 1
+      count=$(reloads_ok); [ "$count" != "$last" ] && { last=$count; moved=$(ms_now); }
       (( now < low )) && { low=$now; fell=$(ms_now); }
-      (( $(ms_now) - t0 >= 3000 && $(ms_now) - fell >= 1000 )) && break
+      (( $(ms_now) - moved >= 3000 && $(ms_now) - fell >= 1000 )) && break
     done
     echo "$low"
   }
@@ -457,7 +460,12 @@ if $scale; then
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop with $n routes"
       # RSS before and after the reloads, with every route that carried traffic above
       # already holding its series.
-      echo -e "snigate\tn${n}_rss_loaded_kib\t$(rss_kib "$worker")\t$run" >> "$raw"
+      loaded=$(rss_kib "$worker" 2> /dev/null)
+      if [[ $loaded =~ ^[0-9]+$ ]]; then
+        echo -e "snigate\tn${n}_rss_loaded_kib\t$loaded\t$run" >> "$raw"
+      else
+        failed "snigate: no worker RSS before the reloads with $n routes"
+      fi
       # The load generator itself swaps the file (a hard link renamed over it) and sends the
       # SIGHUP: a shell loop forked processes on the load side's core at every reload.
       taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
@@ -465,7 +473,11 @@ if $scale; then
         --hup-pid "$stable" --hup-config "$work/snigate.yaml" --hup-every-ms 500 \
         --hup-alternates "$work/snigate-0.yaml,$work/snigate-1.yaml" \
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop during reloads with $n routes"
-      echo -e "snigate\tn${n}_rss_reloaded_kib\t$(settled_rss_kib "$worker")\t$run" >> "$raw"
+      if reloaded=$(settled_rss_kib "$worker"); then
+        echo -e "snigate\tn${n}_rss_reloaded_kib\t$reloaded\t$run" >> "$raw"
+      else
+        failed "snigate: no worker RSS after the reloads with $n routes"
+      fi
       # Stopped first, so that no reload still queued reads the file after it is gone and
       # every reload's outcome is in the log; the config is now a hard link to an
       # alternate, unlinked before it is written again.
@@ -507,7 +519,7 @@ if $scale; then
     echo "static, to one of the 12 upstreams. Lookups: the closed loop (32 clients, ${secs}s) over 200 names spread"
     echo "over the table. Reload: SIGHUP with 1% of the upstreams changed, timed to the reload counter (the"
     echo "scrape polls, every 5 ms from CPU 1, add up to 5 ms). During the reloading open loop the load generator itself swaps the file (a hard link renamed over it) and sends each SIGHUP. p99: open loop at $scale_rate/s for ${open_secs}s, without and with a reload"
-    echo "every 0.5 s. RSS before the reloads: after the lookups and the steady loop, once every route that carried traffic has its series; after: once the worker has given the reloads' memory back. Medians over $runs run(s)."
+    echo "every 0.5 s. RSS before the reloads: after the lookups, the timed reload and the steady loop, once every route that carried traffic has its series; after: once the worker has given the reloads' memory back. Medians over $runs run(s)."
     echo
     echo "| routes | \`-t\` ms | to /ready ms | worker RSS MiB | KiB/route over 10 routes | RSS MiB before / after the reloads | /metrics bytes | scrape ms | lookups conns/s | reload ms | p99 µs steady | p99 µs reloading | reloading ÷ steady |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -516,7 +528,7 @@ if $scale; then
       rss=$(col snigate "$n" rss_kib); steady=$(col snigate "$n" steady_p99_us); during=$(col snigate "$n" reloading_p99_us)
       per=$(kib_per_route "$rss" "$base" "$n")
       loaded=$(col snigate "$n" rss_loaded_kib); reloaded=$(col snigate "$n" rss_reloaded_kib)
-      echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(awk -v a="$loaded" -v b="$reloaded" 'BEGIN { printf "%.1f / %.1f", a / 1024, b / 1024 }') | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
+      echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(awk -v a="$loaded" -v b="$reloaded" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f / %.1f", a / 1024, b / 1024 }') | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
     done
     echo
     echo "HAProxy at the same counts (\`-c\` is its config check; ready is until its port accepts):"
