@@ -412,6 +412,15 @@ if $scale; then
     done
     echo "$low"
   }
+  # record_kib NAME KIB WHAT: a raw line for NAME at this size and run, if KIB is a number;
+  # otherwise the run fails, saying WHAT is missing.
+  record_kib() {
+    if [[ $2 =~ ^[0-9]+$ ]]; then
+      echo -e "snigate\tn${n}_$1\t$2\t$run" >> "$raw"
+    else
+      failed "snigate: no worker RSS $3 with $n routes"
+    fi
+  }
   # Polled from CPU 1 every 5 ms: a tighter loop would take the gateway's core from the reload.
   reloads_ok() { taskset -c 1 curl -s http://127.0.0.2:9080/metrics | awk '/^snigate_config_reloads_total\{.*outcome="ok"/ { print $NF }'; }
   for run in $(seq 1 "$runs"); do
@@ -460,12 +469,7 @@ if $scale; then
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop with $n routes"
       # RSS before and after the reloads, with every route that carried traffic above
       # already holding its series.
-      loaded=$(rss_kib "$worker" 2> /dev/null)
-      if [[ $loaded =~ ^[0-9]+$ ]]; then
-        echo -e "snigate\tn${n}_rss_loaded_kib\t$loaded\t$run" >> "$raw"
-      else
-        failed "snigate: no worker RSS before the reloads with $n routes"
-      fi
+      record_kib rss_loaded_kib "$(rss_kib "$worker" 2> /dev/null)" "before the reloads"
       # The load generator itself swaps the file (a hard link renamed over it) and sends the
       # SIGHUP: a shell loop forked processes on the load side's core at every reload.
       taskset -c 1 "$loadgen" open --targets "$gw" --hellos "$work/scale-hellos" --rate "$scale_rate" \
@@ -473,11 +477,7 @@ if $scale; then
         --hup-pid "$stable" --hup-config "$work/snigate.yaml" --hup-every-ms 500 \
         --hup-alternates "$work/snigate-0.yaml,$work/snigate-1.yaml" \
         --run "$run" > /dev/null 2>> "$work/open.log" || failed "snigate: the open loop during reloads with $n routes"
-      if reloaded=$(settled_rss_kib "$worker"); then
-        echo -e "snigate\tn${n}_rss_reloaded_kib\t$reloaded\t$run" >> "$raw"
-      else
-        failed "snigate: no worker RSS after the reloads with $n routes"
-      fi
+      record_kib rss_reloaded_kib "$(settled_rss_kib "$worker")" "after the reloads"
       # Stopped first, so that no reload still queued reads the file after it is gone and
       # every reload's outcome is in the log; the config is now a hard link to an
       # alternate, unlinked before it is written again.
@@ -510,6 +510,8 @@ if $scale; then
   col() { median "$1" "n${2}_$3"; }
   # KiB of RSS per route beyond the 10-route config's, for N routes: kib_per_route RSS BASE N.
   kib_per_route() { awk -v r="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 10 && r != "-" && b != "-") printf "%.2f", (r - b) / (n - 10); else print "—" }'; }
+  # MiB pair A / B from two KiB medians, or - if either is missing: mib_pair A B.
+  mib_pair() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f / %.1f", a / 1024, b / 1024 }'; }
   results_file scale
   {
     echo "# Routes at scale, $stamp"
@@ -527,8 +529,7 @@ if $scale; then
     for n in "${counts[@]}"; do
       rss=$(col snigate "$n" rss_kib); steady=$(col snigate "$n" steady_p99_us); during=$(col snigate "$n" reloading_p99_us)
       per=$(kib_per_route "$rss" "$base" "$n")
-      loaded=$(col snigate "$n" rss_loaded_kib); reloaded=$(col snigate "$n" rss_reloaded_kib)
-      echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(awk -v a="$loaded" -v b="$reloaded" 'BEGIN { if (a == "-" || b == "-") print "-"; else printf "%.1f / %.1f", a / 1024, b / 1024 }') | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
+      echo "| $n | $(col snigate "$n" check_ms) | $(col snigate "$n" ready_ms) | $(awk -v r="$rss" 'BEGIN { printf "%.1f", r / 1024 }') | $per | $(mib_pair "$(col snigate "$n" rss_loaded_kib)" "$(col snigate "$n" rss_reloaded_kib)") | $(col snigate "$n" metrics_bytes) | $(col snigate "$n" metrics_ms) | $(col snigate "$n" conns_per_s) | $(col snigate "$n" reload_ms) | $steady | $during | $(awk -v a="$during" -v b="$steady" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') |"
     done
     echo
     echo "HAProxy at the same counts (\`-c\` is its config check; ready is until its port accepts):"
