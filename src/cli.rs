@@ -109,6 +109,8 @@ pub fn run(cli: Cli) -> i32 {
     );
     let loaded = if reads_only {
         Config::load_without_secrets(&path)
+    } else if cli.worker && !cli.test && cli.command.is_none() {
+        Config::load_reusable(&path)
     } else {
         Config::load(&path)
     };

@@ -4,6 +4,7 @@
 
 use pingora_core::server::configuration::ServerConf;
 use serde_yaml::{Mapping, Value};
+pub use snigate_core::config::reuse::Reuse;
 pub use snigate_core::config::{ConfigError, GatewayConfig};
 
 /// Default pid file, unless `pid_file` is set.
@@ -22,6 +23,8 @@ pub struct Config {
     pub server_keys: Mapping,
     /// The gateway.
     pub gateway: GatewayConfig,
+    /// What a reload of the same file can reuse, when loaded for a worker.
+    pub reuse: Option<Reuse>,
 }
 
 impl Config {
@@ -41,11 +44,38 @@ impl Config {
         Config::from_core(snigate_core::config::Config::from_yaml(text)?)
     }
 
+    /// As [`Config::load`], keeping what a reload of the same file can reuse: for a worker.
+    pub fn load_reusable(path: &str) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml_reusable(&text)
+    }
+
+    /// As [`Config::from_yaml`], keeping what a reload of the same text can reuse.
+    pub fn from_yaml_reusable(text: &str) -> Result<Config, ConfigError> {
+        let (core, reuse) = snigate_core::config::Config::from_yaml_reusable(text)?;
+        let mut config = Config::from_core(core)?;
+        config.reuse = reuse;
+        Ok(config)
+    }
+
+    /// The config as the core sees it, and what a reload can reuse, taking them apart.
+    pub fn into_core(self) -> (snigate_core::config::Config, Option<Reuse>) {
+        let core = snigate_core::config::Config {
+            server: self.server_keys,
+            gateway: self.gateway,
+        };
+        (core, self.reuse)
+    }
+
     fn from_core(core: snigate_core::config::Config) -> Result<Config, ConfigError> {
         Ok(Config {
             server: server_conf(&core.server)?,
             server_keys: core.server,
             gateway: core.gateway,
+            reuse: None,
         })
     }
 

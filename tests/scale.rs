@@ -152,6 +152,61 @@ fn max_routes_refuses_a_bigger_table_and_keeps_the_last_good_one() {
     use_route(&net, 0);
 }
 
+/// A SIGHUP that moves 100 of 10,000 routes to another upstream parses only those 100
+/// items, and they go to the new upstream while the others stay; a change outside the
+/// routes makes the next reload parse the whole file, and says why.
+#[test]
+fn a_reload_parses_only_the_route_items_that_changed() {
+    use std::sync::atomic::Ordering;
+    let net = Net::new();
+    let scratch = Scratch::new("reload-reuse");
+    let old = RawUpstream::start(net.addr(2, 9092), echo);
+    let new = RawUpstream::start(net.addr(3, 9092), echo);
+    let gw = Snigate::start(&scratch.dir, &gateway(&net, 10_000, ""), net.addr(1, 9080));
+    // Every 100th route moves to host 3.
+    let moved = |extra: &str| {
+        let mut yaml = gateway(&net, 0, extra);
+        for i in 0..10_000 {
+            let host = if i % 100 == 0 { 3 } else { 2 };
+            yaml.push_str(&format!(
+                "    - sni: r{i}.scale.test\n      upstream: {}:9092\n",
+                net.ip(host)
+            ));
+        }
+        yaml
+    };
+    write_config(&scratch.dir, &moved(""));
+    gw.signal("HUP");
+    gw.wait_metric("snigate_config_reloads_total", &[("outcome", "ok")], 1.0);
+    let log = gw.log_text();
+    assert!(
+        log.contains("100 of 10000 route items parsed again"),
+        "{log}"
+    );
+    for (route, upstream) in [(300, &new), (301, &old)] {
+        let before = upstream.accepted.load(Ordering::SeqCst);
+        use_route(&net, route);
+        assert_eq!(
+            upstream.accepted.load(Ordering::SeqCst),
+            before + 1,
+            "route r{route} went elsewhere"
+        );
+    }
+
+    // A new setting beside the routes: the whole file is parsed, and the routes move back.
+    write_config(
+        &scratch.dir,
+        &gateway(&net, 10_000, "  connect_timeout_ms: 4000\n"),
+    );
+    gw.signal("HUP");
+    gw.wait_metric("snigate_config_reloads_total", &[("outcome", "ok")], 2.0);
+    gw.wait_log("parses the whole file: the file changed outside the route items");
+    gw.wait_log("the whole file parsed");
+    let before = old.accepted.load(Ordering::SeqCst);
+    use_route(&net, 300);
+    assert_eq!(old.accepted.load(Ordering::SeqCst), before + 1);
+}
+
 /// One connection through route `rN.scale.test`: its hello must come back byte for byte.
 fn try_route(gateway: std::net::SocketAddr, n: usize) -> Result<(), String> {
     let mut s = TcpStream::connect(gateway).map_err(|e| format!("connect: {e}"))?;

@@ -107,7 +107,7 @@ fn prime(gateway: &GatewayConfig, hub: &Arc<Hub>) -> Result<(), String> {
 }
 
 /// Runs a worker from `config` (read from `conf`) until it exits; returns the exit code.
-pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
+pub fn run(mut config: Config, conf: PathBuf, start: Start) -> i32 {
     let upgrade = start.receive_sockets;
     let control = std::env::var_os(CONTROL_ENV).map(PathBuf::from);
     let supervisor = SupervisorWatch::from_env();
@@ -148,6 +148,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
     }
     let grace = config.grace_period();
     let core = config.core();
+    let reuse = config.reuse.take();
     let mut server_conf = config.server;
     // The drain ends the process itself; Pingora's own wait only has to outlast it.
     server_conf.grace_period_seconds = Some(grace.as_secs() + 5);
@@ -257,7 +258,7 @@ pub fn run(config: Config, conf: PathBuf, start: Start) -> i32 {
         "pool health checks",
         crate::upstream::pool::PoolChecks(shared.routes.pools.clone()),
     ));
-    let reloader = Arc::new(Reloader::new(conf, core, hub, shared.clone()));
+    let reloader = Arc::new(Reloader::new(conf, core, reuse, hub, shared.clone()));
     log::info!(
         "snigate {} worker starting: {} listeners, {} static routes, {} clusters to discover, grace period {:?}",
         crate::BUILD,

@@ -3,8 +3,12 @@
 //! can change live (static routes, limits and timeouts, fallbacks) applies to new
 //! connections at once; open connections keep what they started with. Everything else
 //! needs `snigate upgrade`, and the log says so.
+//!
+//! A reload whose file changed only inside `gateway.routes` parses just the route items
+//! whose text changed and keeps every other route as it is (see
+//! [`snigate_core::config::reuse`]); any other change parses the whole file.
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Reuse};
 use crate::discovery::hub::Hub;
 use crate::metrics;
 use crate::proxy::Shared;
@@ -31,6 +35,9 @@ pub struct Reloader {
     path: PathBuf,
     /// What the worker runs now: the file it started with, plus what reloads applied.
     running: Mutex<snigate_core::config::Config>,
+    /// The config the file made at the last load that can be reused, as the file says it
+    /// (settings that need an upgrade included), with what its reuse keeps.
+    loaded: Mutex<Option<(snigate_core::config::Config, Reuse)>>,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
     /// Counts reloads, so that a pending trim can tell whether another came since.
@@ -38,15 +45,18 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for the worker started from `path` with `running`.
+    /// A reloader for the worker started from `path` with `running`, and what a reload of
+    /// that file can reuse.
     pub fn new(
         path: PathBuf,
         running: snigate_core::config::Config,
+        reuse: Option<Reuse>,
         hub: Arc<Hub>,
         shared: Arc<Shared>,
     ) -> Self {
         Reloader {
             path,
+            loaded: Mutex::new(reuse.map(|r| (running.clone(), r))),
             running: Mutex::new(running),
             hub,
             shared,
@@ -71,21 +81,59 @@ impl Reloader {
         }
     }
 
+    /// The config `text` makes: from the last load's routes where only route items changed,
+    /// else from the whole file; with how it was parsed, for the log. Keeps what the next
+    /// reload can reuse.
+    fn parse(
+        &self,
+        path: &str,
+        text: &str,
+    ) -> Result<(snigate_core::config::Config, String), ConfigError> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((previous, reuse)) = loaded.as_ref() {
+            match reuse.reload(text, previous) {
+                Ok(r) => {
+                    let how = format!(
+                        "{} of {} route items parsed again",
+                        r.parsed,
+                        r.config.gateway.routes.len()
+                    );
+                    *loaded = Some((r.config.clone(), r.reuse));
+                    return Ok((r.config, how));
+                }
+                Err(why) => log::info!("reload of {path} parses the whole file: {why}"),
+            }
+        }
+        let (config, reuse) = Config::from_yaml_reusable(text)?.into_core();
+        *loaded = reuse.map(|r| (config.clone(), r));
+        Ok((config, "the whole file parsed".to_owned()))
+    }
+
     /// Reads the file again and applies what can be applied in place.
     pub fn reload(&self) {
         let started = std::time::Instant::now();
         let path = self.path.display().to_string();
-        let new = match Config::load(&path) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("reload failed: config {path}: {e}; still serving the previous config");
-                metrics::RELOADS.with_label_values(&["failed"]).inc();
-                return;
+        let failed = |e: &dyn std::fmt::Display| {
+            log::error!("reload failed: config {path}: {e}; still serving the previous config");
+            metrics::RELOADS.with_label_values(&["failed"]).inc();
+        };
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(source) => {
+                return failed(&ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })
             }
         };
+        let (new, how) = match self.parse(&path, &text) {
+            Ok(parsed) => parsed,
+            Err(e) => return failed(&e),
+        };
+        drop(text);
         let read = started.elapsed();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let c = changes(&running, &new.core());
+        let c = changes(&running, &new);
         // The routes replaced, freed only once the new ones serve and the reload is counted.
         let mut retired = None;
         if c.routes {
@@ -96,11 +144,9 @@ impl Reloader {
                     }
                 }
                 Err(e) => {
-                    log::error!(
-                        "reload failed: config {path}: {e}; still serving the previous config"
-                    );
-                    metrics::RELOADS.with_label_values(&["failed"]).inc();
-                    return;
+                    // The next reload parses the whole file again.
+                    *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    return failed(&e);
                 }
             }
             retired = Some(std::mem::replace(
@@ -145,11 +191,14 @@ impl Reloader {
             log::info!("reloaded {path}: nothing to apply in place");
         } else {
             log::info!(
-                "reloaded {path} in {} ms ({} ms to read and check it): applied {} to new connections",
+                "reloaded {path} in {} ms ({} ms to read and check it, {how}): applied {} to new connections",
                 started.elapsed().as_millis(),
                 read.as_millis(),
                 applied.join(", ")
             );
+        }
+        for w in &new.gateway.warnings {
+            log::warn!("config {path}: {w}");
         }
         metrics::RELOADS.with_label_values(&["ok"]).inc();
         let replaced = retired.as_ref().map_or(0, |r| r.len());

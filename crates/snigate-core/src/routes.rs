@@ -202,20 +202,37 @@ impl RouteTable {
         Ok(table)
     }
 
+    /// An empty table with room for `routes` exact static routes.
+    pub fn with_capacity(routes: usize) -> Self {
+        RouteTable {
+            statics: Arc::new(Statics {
+                exact: HashMap::with_capacity(routes),
+                wildcard: HashMap::new(),
+            }),
+            ..RouteTable::default()
+        }
+    }
+
     /// Adds a static route; fails if its pattern is already present, and leaves the table
     /// as it was.
     pub fn insert(&mut self, route: Route) -> Result<(), DuplicatePattern> {
+        self.insert_shared(Arc::new(route))
+    }
+
+    /// As [`RouteTable::insert`], for a route that is shared already (a reload reuses the
+    /// routes whose text did not change).
+    pub fn insert_shared(&mut self, route: Arc<Route>) -> Result<(), DuplicatePattern> {
         let statics = Arc::make_mut(&mut self.statics);
         let (map, key) = match &route.pattern {
             SniPattern::Exact(n) => (&mut statics.exact, key_of(n)),
             SniPattern::Wildcard(s) => (&mut statics.wildcard, key_of(s)),
         };
         match map.entry(key) {
-            Entry::Occupied(_) => Err(DuplicatePattern(route.pattern)),
+            Entry::Occupied(_) => Err(DuplicatePattern(route.pattern.clone())),
             Entry::Vacant(slot) => {
                 let hides = matches!(route.pattern, SniPattern::Exact(_))
                     && self.discovered.get(slot.key()).is_some();
-                slot.insert(Arc::new(route));
+                slot.insert(route);
                 self.hidden += usize::from(hides);
                 Ok(())
             }

@@ -9,6 +9,7 @@ pub mod changes;
 pub mod env;
 pub mod error;
 pub mod file;
+pub mod reuse;
 mod validate;
 
 /// The most listening sockets (listeners plus the admin endpoint) a gateway may have: the
@@ -199,7 +200,7 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text, &env::process_env, false)
+        Config::parse(&text, &env::process_env, false, None)
     }
 
     /// Parses and validates YAML text, looking variables up with `lookup`.
@@ -207,13 +208,31 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        Config::parse(text, lookup, true)
+        Config::parse(text, lookup, true, None)
+    }
+
+    /// As [`Config::from_yaml`], and also what a later reload of the same file can reuse:
+    /// `None` when the file is not laid out the way [`reuse`] needs.
+    pub fn from_yaml_reusable(text: &str) -> Result<(Config, Option<reuse::Reuse>), ConfigError> {
+        Config::from_yaml_reusable_with(text, &env::process_env)
+    }
+
+    /// As [`Config::from_yaml_reusable`], looking variables up with `lookup`.
+    pub fn from_yaml_reusable_with(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Config, Option<reuse::Reuse>), ConfigError> {
+        let mut kept = Vec::new();
+        let config = Config::parse(text, lookup, true, Some(&mut kept))?;
+        let reuse = reuse::Reuse::new(text, kept, &config.gateway);
+        Ok((config, reuse))
     }
 
     fn parse(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
         secrets_required: bool,
+        keep: Option<&mut Vec<validate::Kept>>,
     ) -> Result<Config, ConfigError> {
         let file: file::FileTop = match serde_yaml::from_str(text) {
             Ok(file) => file,
@@ -226,7 +245,7 @@ impl Config {
         };
         let server = validate::server_section(&file.server, lookup)?;
         let gateway = file.gateway.ok_or(ConfigError::MissingGateway)?;
-        let gateway = validate::gateway(gateway, lookup, secrets_required)?;
+        let gateway = validate::gateway(gateway, lookup, secrets_required, keep)?;
         Ok(Config { server, gateway })
     }
 }

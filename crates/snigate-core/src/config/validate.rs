@@ -170,6 +170,7 @@ pub(super) fn gateway(
     g: FileGateway,
     lookup: Lookup,
     secrets_required: bool,
+    keep: Option<&mut Vec<Kept>>,
 ) -> Result<GatewayConfig, ConfigError> {
     if g.listeners.is_empty() {
         return Err(ConfigError::NoListeners);
@@ -252,14 +253,13 @@ pub(super) fn gateway(
             max: max_routes,
         });
     }
-    let routes = routes(
-        &g,
+    let cx = RouteContext {
         lookup,
-        health_check,
-        egress_proxy.is_some(),
-        &listeners,
-        &mut warnings,
-    )?;
+        default_check: health_check,
+        default_proxy: egress_proxy.is_some(),
+        own: &listeners,
+    };
+    let routes = routes(&g, &cx, &mut warnings, keep)?;
     let ms = |key: &str, v: u64| {
         in_range(
             format!("gateway.{key}"),
@@ -479,74 +479,120 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
 }
 
 /// The static routes. A pattern that appears twice is refused once, by the table itself.
+/// What each route's check takes from the rest of `gateway:`.
+pub(super) struct RouteContext<'a> {
+    /// Looks `${VAR}` references up.
+    pub lookup: Lookup<'a>,
+    /// The gateway's `health_check:`, for pools that set none.
+    pub default_check: Option<HealthCheck>,
+    /// True when the gateway has an `egress_proxy:`.
+    pub default_proxy: bool,
+    /// The listeners, which no route's proxy may be.
+    pub own: &'a [ListenerConfig],
+}
+
+/// A route in file order, with the warnings its check gave, for a later reload to reuse.
+pub(super) type Kept = (Arc<Route>, Vec<String>);
+
 fn routes(
     g: &FileGateway,
-    lookup: Lookup,
-    default_check: Option<HealthCheck>,
-    default_proxy: bool,
-    own: &[ListenerConfig],
+    cx: &RouteContext,
     warnings: &mut Vec<String>,
+    mut keep: Option<&mut Vec<Kept>>,
 ) -> Result<RouteTable, ConfigError> {
-    let mut table = RouteTable::default();
+    let mut table = RouteTable::with_capacity(g.routes.len());
     for (index, r) in g.routes.iter().enumerate() {
-        let key = |field: &str| format!("gateway.routes[{index}].{field}");
-        let sni = expand_at(&|| key("sni"), &r.sni, lookup)?;
-        let pattern = sni_pattern(index, &sni)?;
-        let (mut upstream, pool) = target(index, r, lookup, default_check)?;
-        for (i, a) in r.addresses.iter().enumerate() {
-            let k = format!("gateway.routes[{index}].addresses[{i}]");
-            upstream
-                .pinned
-                .push(parse(&k, "pinned address", a, lookup, names::parse_pinned)?);
+        let (route, said) = route(index, r, cx)?;
+        let route = Arc::new(route);
+        if let Err(dup) = table.insert_shared(route.clone()) {
+            return Err(duplicate(g, index, &dup, cx.lookup));
         }
-        let mut route = Route::new(pattern, upstream);
-        route.pool = pool.map(Arc::new);
-        if r.send_proxy.is_some() {
-            route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
-        }
-        if r.egress_proxy.is_some() {
-            route.egress = egress(
-                &key("egress_proxy"),
-                r.egress_proxy.as_deref(),
-                lookup,
-                warnings,
-                own,
-            )?;
-        }
-        let proxied = match &route.egress {
-            Egress::Inherit => default_proxy,
-            Egress::Direct => false,
-            Egress::Via(_) => true,
-        };
-        if route.pool.is_some() && proxied {
-            return Err(ConfigError::PoolViaProxy { index });
-        }
-        if !route.upstream.pinned.is_empty() && proxied {
-            return Err(ConfigError::PinnedViaProxy { index });
-        }
-        if let Err(dup) = table.insert(route) {
-            // Only now look for the first route with the same pattern.
-            let first = g.routes[..index]
-                .iter()
-                .enumerate()
-                .position(|(i, earlier)| {
-                    expand_with(&earlier.sni, lookup)
-                        .ok()
-                        .and_then(|e| sni_pattern(i, &e).ok())
-                        .is_some_and(|p| p == dup.0)
-                })
-                .unwrap_or(0);
-            return Err(ConfigError::DuplicateRoute {
-                index,
-                first,
-                sni: match Shown::new(&sni.value, &sni.from_env) {
-                    Shown::Text(_) => Shown::Text(dup.0.to_string()),
-                    env => env,
-                },
-            });
+        warnings.extend(said.iter().cloned());
+        if let Some(keep) = keep.as_deref_mut() {
+            keep.push((route, said));
         }
     }
     Ok(table)
+}
+
+/// Checks route `index` on its own: everything but whether another route has its pattern.
+/// Returns the route and the warnings it gives.
+pub(super) fn route(
+    index: usize,
+    r: &FileRoute,
+    cx: &RouteContext,
+) -> Result<(Route, Vec<String>), ConfigError> {
+    let lookup = cx.lookup;
+    let mut warnings = Vec::new();
+    let key = |field: &str| format!("gateway.routes[{index}].{field}");
+    let sni = expand_at(&|| key("sni"), &r.sni, lookup)?;
+    let pattern = sni_pattern(index, &sni)?;
+    let (mut upstream, pool) = target(index, r, lookup, cx.default_check)?;
+    for (i, a) in r.addresses.iter().enumerate() {
+        let k = format!("gateway.routes[{index}].addresses[{i}]");
+        upstream
+            .pinned
+            .push(parse(&k, "pinned address", a, lookup, names::parse_pinned)?);
+    }
+    let mut route = Route::new(pattern, upstream);
+    route.pool = pool.map(Arc::new);
+    if r.send_proxy.is_some() {
+        route.send_proxy = send_proxy(&key("send_proxy"), r.send_proxy.as_deref(), lookup)?;
+    }
+    if r.egress_proxy.is_some() {
+        route.egress = egress(
+            &key("egress_proxy"),
+            r.egress_proxy.as_deref(),
+            lookup,
+            &mut warnings,
+            cx.own,
+        )?;
+    }
+    let proxied = match &route.egress {
+        Egress::Inherit => cx.default_proxy,
+        Egress::Direct => false,
+        Egress::Via(_) => true,
+    };
+    if route.pool.is_some() && proxied {
+        return Err(ConfigError::PoolViaProxy { index });
+    }
+    if !route.upstream.pinned.is_empty() && proxied {
+        return Err(ConfigError::PinnedViaProxy { index });
+    }
+    Ok((route, warnings))
+}
+
+/// The error for route `index`, whose pattern an earlier route has: only now is the first
+/// route with that pattern looked for.
+fn duplicate(
+    g: &FileGateway,
+    index: usize,
+    dup: &crate::routes::DuplicatePattern,
+    lookup: Lookup,
+) -> ConfigError {
+    let first = g.routes[..index]
+        .iter()
+        .enumerate()
+        .position(|(i, earlier)| {
+            expand_with(&earlier.sni, lookup)
+                .ok()
+                .and_then(|e| sni_pattern(i, &e).ok())
+                .is_some_and(|p| p == dup.0)
+        })
+        .unwrap_or(0);
+    let written = &g.routes[index].sni;
+    let shown = match expand_with(written, lookup) {
+        Ok(sni) => match Shown::new(&sni.value, &sni.from_env) {
+            Shown::Text(_) => Shown::Text(dup.0.to_string()),
+            env => env,
+        },
+        Err(_) => Shown::Text(dup.0.to_string()),
+    };
+    ConfigError::DuplicateRoute {
+        index,
+        first,
+        sni: shown,
+    }
 }
 
 /// Route `index`'s `sni:`, expanded, as a pattern.
