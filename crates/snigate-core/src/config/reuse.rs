@@ -13,7 +13,8 @@
 //! 2. `routes:` is a key of `gateway:` on a line of its own, and its items are a block
 //!    sequence: each starts with `- ` at one indentation, and the list ends at a line
 //!    indented no deeper than `routes:`.
-//! 3. Every line of the items is simple: no tabs or carriage returns, no anchors,
+//! 3. The file has no tabs, no byte-order mark, and no line break but LF (libyaml also
+//!    breaks lines at CR, NEL, LS and PS). Every line of the items is simple: no anchors,
 //!    aliases, tags or block scalars, and no quoted scalar or flow collection that goes on
 //!    past its line. Only such constructs could join lines across items, so with them
 //!    ruled out an item means the same alone as in the file.
@@ -34,8 +35,9 @@ use std::sync::Arc;
 /// Why a reload parses the whole file after all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Declined {
-    /// Tabs, carriage returns or a byte-order mark, which the split does not follow.
-    #[error("the file has tabs, carriage returns or a byte-order mark")]
+    /// Tabs, line breaks other than `\n`, or a byte-order mark, which the split does not
+    /// follow.
+    #[error("the file has tabs, line breaks other than LF, or a byte-order mark")]
     Characters,
     /// No `gateway:` line with a `routes:` line under it and a block list after that.
     #[error("no block list under a `routes:` line of `gateway:`")]
@@ -90,7 +92,9 @@ fn bare(s: &str) -> bool {
 
 /// Cuts `text` around `gateway.routes` (rules 2 and 3 of the module).
 pub fn split(text: &str) -> Result<Split<'_>, Declined> {
-    if text.contains(['\r', '\t']) || text.starts_with('\u{feff}') {
+    // libyaml also breaks lines at NEL, LS and PS, and skips a byte-order mark at the start
+    // of any line, none of which this line split would see.
+    if text.contains(['\r', '\t', '\u{85}', '\u{2028}', '\u{2029}', '\u{feff}']) {
         return Err(Declined::Characters);
     }
     // Byte offset of each line's start, and the lines themselves without their newline.

@@ -86,6 +86,12 @@ fn split_declines_what_could_join_lines_across_items() {
     for text in [
         format!("{HEAD}  routes:\n    - sni: a.test\n\tupstream: x:1\n"),
         format!("{HEAD}  routes:\r\n    - sni: a.test\r\n"),
+        format!("{HEAD}  routes:\n    - sni: \"a.test\u{2028}    - sni: b.test\"\n"),
+        // A comment that NEL ends: libyaml reads what follows as a line of its own.
+        format!("{HEAD}  routes:\n    - sni: a.test\n      # \u{85}      upstream: &u x.test:1\n    - sni: b.test\n      # \u{85}      upstream: *u\n"),
+        // libyaml skips a byte-order mark at the start of a line: `send_proxy` belongs to the
+        // last item, not after the list.
+        format!("{HEAD}  routes:\n    - sni: a.test\n      upstream: x.test:1\n\u{feff}     send_proxy: v2\n"),
     ] {
         assert_eq!(split(&text).unwrap_err(), Declined::Characters, "{text:?}");
     }
