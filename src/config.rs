@@ -46,10 +46,7 @@ impl Config {
 
     /// As [`Config::load`], keeping what a reload of the same file can reuse: for a worker.
     pub fn load_reusable(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = snigate_core::config::read(path)?;
         Config::from_yaml_reusable(&text)
     }
 

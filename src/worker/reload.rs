@@ -117,14 +117,9 @@ impl Reloader {
             log::error!("reload failed: config {path}: {e}; still serving the previous config");
             metrics::RELOADS.with_label_values(&["failed"]).inc();
         };
-        let text = match std::fs::read_to_string(&self.path) {
+        let text = match snigate_core::config::read(&path) {
             Ok(text) => text,
-            Err(source) => {
-                return failed(&ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })
-            }
+            Err(e) => return failed(&e),
         };
         let (new, how) = match self.parse(&path, &text) {
             Ok(parsed) => parsed,
@@ -134,6 +129,15 @@ impl Reloader {
         let read = started.elapsed();
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let c = changes(&running, &new);
+        if !c.routes {
+            // The file's routes are the running ones: what the next reload reuses points at
+            // those, so that the copies made for this one are freed with it.
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((config, reuse)) = loaded.as_mut() {
+                reuse.share(&running.gateway.routes);
+                config.gateway.routes = running.gateway.routes.clone();
+            }
+        }
         // The routes replaced, freed only once the new ones serve and the reload is counted.
         let mut retired = None;
         if c.routes {

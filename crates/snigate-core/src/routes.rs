@@ -271,6 +271,14 @@ impl RouteTable {
         }
     }
 
+    /// The static route whose pattern is `pattern`, if any.
+    pub fn static_route(&self, pattern: &SniPattern) -> Option<&Arc<Route>> {
+        match pattern {
+            SniPattern::Exact(n) => self.statics.exact.get(normalize_name(n).as_ref()),
+            SniPattern::Wildcard(s) => self.statics.wildcard.get(normalize_name(s).as_ref()),
+        }
+    }
+
     /// True when a route of the table is labelled `label` (its pattern as written).
     pub fn has_label(&self, label: &str) -> bool {
         match label.strip_prefix("*.") {

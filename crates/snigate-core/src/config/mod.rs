@@ -178,13 +178,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The text of the config file at `path`; an error names the file.
+pub fn read(path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 impl Config {
     /// Reads and validates the file at `path`, with variables from the process environment.
     pub fn load(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read(path)?;
         Config::from_yaml(&text)
     }
 
@@ -196,10 +201,7 @@ impl Config {
     /// Like [`Config::load`], but a credential whose variable is unset reads as empty: for
     /// commands that never contact a cluster (`snigate routes` from the state file).
     pub fn load_without_secrets(path: &str) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read(path)?;
         Config::parse(&text, &env::process_env, false, None)
     }
 

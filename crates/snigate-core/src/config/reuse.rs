@@ -398,6 +398,19 @@ impl Reuse {
         })
     }
 
+    /// Points every kept route that `table` holds too, equal in every field, at `table`'s
+    /// copy: after a reload that left the routes as they were, the running table's routes
+    /// serve the next reload, and the copies parsed for this one can be freed.
+    pub fn share(&mut self, table: &RouteTable) {
+        for route in self.routes.values_mut() {
+            if let Some(theirs) = table.static_route(&route.pattern) {
+                if theirs == route {
+                    *route = theirs.clone();
+                }
+            }
+        }
+    }
+
     /// The config `text` makes, given that `previous` is the config this reuse came from:
     /// only items whose text is new are parsed and checked. `Err` says why the whole file
     /// must be parsed instead.

@@ -348,3 +348,18 @@ fn a_changed_item_with_a_literal_proxy_password_warns_as_the_whole_parse_does() 
     assert_eq!(fast.config.gateway.warnings.len(), 1);
     assert!(!format!("{:?}", fast.config).contains("pw@"));
 }
+
+#[test]
+fn share_points_kept_routes_at_an_equal_table() {
+    let text = format!("{HEAD}  routes:\n    - sni: a.test\n      upstream: x.test:1\n    - sni: b.test\n      upstream: y.test:2\n");
+    let (running, _) = load(&text).unwrap();
+    // The same file parsed again, as after a change outside the routes.
+    let (again, reuse) = load(&text).unwrap();
+    let mut reuse = reuse.unwrap();
+    let a = |c: &Config| c.gateway.routes.lookup("a.test").unwrap().clone();
+    assert!(!Arc::ptr_eq(&a(&running), &a(&again)));
+    reuse.share(&running.gateway.routes);
+    let fast = reuse.reload_with(&text, &again, &lookup).unwrap();
+    assert_eq!(fast.parsed, 0);
+    assert!(Arc::ptr_eq(&a(&running), &a(&fast.config)));
+}
