@@ -5,7 +5,7 @@
 use pingora_core::server::configuration::ServerConf;
 use serde_yaml::{Mapping, Value};
 pub use snigate_core::config::reuse::Reuse;
-pub use snigate_core::config::{ConfigError, GatewayConfig};
+pub use snigate_core::config::{ConfigError, GatewayConfig, Reusable};
 
 /// Default pid file, unless `pid_file` is set.
 pub const DEFAULT_PID_FILE: &str = "/tmp/snigate.pid";
@@ -23,8 +23,9 @@ pub struct Config {
     pub server_keys: Mapping,
     /// The gateway.
     pub gateway: GatewayConfig,
-    /// What a reload of the same file can reuse, when loaded for a worker.
-    pub reuse: Option<Reuse>,
+    /// What a reload of the same file can reuse, or why nothing: only when loaded for a
+    /// worker.
+    pub reuse: Option<Reusable>,
 }
 
 impl Config {
@@ -54,12 +55,12 @@ impl Config {
     pub fn from_yaml_reusable(text: &str) -> Result<Config, ConfigError> {
         let (core, reuse) = snigate_core::config::Config::from_yaml_reusable(text)?;
         let mut config = Config::from_core(core)?;
-        config.reuse = reuse;
+        config.reuse = Some(reuse);
         Ok(config)
     }
 
     /// The config as the core sees it, and what a reload can reuse, taking them apart.
-    pub fn into_core(self) -> (snigate_core::config::Config, Option<Reuse>) {
+    pub fn into_core(self) -> (snigate_core::config::Config, Option<Reusable>) {
         let core = snigate_core::config::Config {
             server: self.server_keys,
             gateway: self.gateway,

@@ -148,7 +148,19 @@ pub fn run(mut config: Config, conf: PathBuf, start: Start) -> i32 {
     }
     let grace = config.grace_period();
     let core = config.core();
-    let reuse = config.reuse.take();
+    let reuse = match config.reuse.take() {
+        Some(Ok(reuse)) => Some(reuse),
+        Some(Err(why)) => {
+            if !config.gateway.routes.is_empty() {
+                log::info!(
+                    "a reload of {} will parse the whole file: {why}",
+                    conf.display()
+                );
+            }
+            None
+        }
+        None => None,
+    };
     let mut server_conf = config.server;
     // The drain ends the process itself; Pingora's own wait only has to outlast it.
     server_conf.grace_period_seconds = Some(grace.as_secs() + 5);

@@ -1,8 +1,8 @@
-//! Reloading the config in place (SIGHUP). The file is checked exactly as `snigate -t`
-//! checks it; an invalid file is logged with the same message and changes nothing. What
-//! can change live (static routes, limits and timeouts, fallbacks) applies to new
-//! connections at once; open connections keep what they started with. Everything else
-//! needs `snigate upgrade`, and the log says so.
+//! Reloading the config in place (SIGHUP). The file is checked as `snigate -t` checks it,
+//! with the same result; an invalid file is logged with the same message and changes
+//! nothing. What can change live (static routes, limits and timeouts, fallbacks) applies
+//! to new connections at once; open connections keep what they started with. Everything
+//! else needs `snigate upgrade`, and the log says so.
 //!
 //! A reload whose file changed only inside `gateway.routes` parses just the route items
 //! whose text changed and keeps every other route as it is (see
@@ -36,7 +36,8 @@ pub struct Reloader {
     /// What the worker runs now: the file it started with, plus what reloads applied.
     running: Mutex<snigate_core::config::Config>,
     /// The config the file made at the last load that can be reused, as the file says it
-    /// (settings that need an upgrade included), with what its reuse keeps.
+    /// (settings that need an upgrade included) but without its routes, which a reload
+    /// takes from what the reuse keeps.
     loaded: Mutex<Option<(snigate_core::config::Config, Reuse)>>,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
@@ -56,7 +57,7 @@ impl Reloader {
     ) -> Self {
         Reloader {
             path,
-            loaded: Mutex::new(reuse.map(|r| (running.clone(), r))),
+            loaded: Mutex::new(reuse.map(|r| (without_routes(&running), r))),
             running: Mutex::new(running),
             hub,
             shared,
@@ -98,14 +99,23 @@ impl Reloader {
                         r.parsed,
                         r.config.gateway.routes.len()
                     );
-                    *loaded = Some((r.config.clone(), r.reuse));
+                    *loaded = Some((without_routes(&r.config), r.reuse));
                     return Ok((r.config, how));
                 }
                 Err(why) => log::info!("reload of {path} parses the whole file: {why}"),
             }
         }
         let (config, reuse) = Config::from_yaml_reusable(text)?.into_core();
-        *loaded = reuse.map(|r| (config.clone(), r));
+        *loaded = match reuse {
+            Some(Ok(reuse)) => Some((without_routes(&config), reuse)),
+            Some(Err(why)) => {
+                if !config.gateway.routes.is_empty() {
+                    log::info!("reload of {path}: the next one parses the whole file too: {why}");
+                }
+                None
+            }
+            None => None,
+        };
         Ok((config, "the whole file parsed".to_owned()))
     }
 
@@ -133,9 +143,8 @@ impl Reloader {
             // The file's routes are the running ones: what the next reload reuses points at
             // those, so that the copies made for this one are freed with it.
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((config, reuse)) = loaded.as_mut() {
+            if let Some((_, reuse)) = loaded.as_mut() {
                 reuse.share(&running.gateway.routes);
-                config.gateway.routes = running.gateway.routes.clone();
             }
         }
         // The routes replaced, freed only once the new ones serve and the reload is counted.
@@ -192,7 +201,7 @@ impl Reloader {
             applied.push(format!("fallbacks of {}", c.fallbacks.join(", ")));
         }
         if applied.is_empty() {
-            log::info!("reloaded {path}: nothing to apply in place");
+            log::info!("reloaded {path} ({how}): nothing to apply in place");
         } else {
             log::info!(
                 "reloaded {path} in {} ms ({} ms to read and check it, {how}): applied {} to new connections",
@@ -217,4 +226,11 @@ impl Reloader {
             self.trim_when_settled();
         }
     }
+}
+
+/// `config` with an empty route table: what a reuse needs of the config it came from.
+fn without_routes(config: &snigate_core::config::Config) -> snigate_core::config::Config {
+    let mut c = config.clone();
+    c.gateway.routes = Default::default();
+    c
 }

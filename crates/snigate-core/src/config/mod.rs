@@ -18,6 +18,9 @@ mod validate;
 pub const MAX_LISTENING_SOCKETS: usize = 32;
 
 pub use error::{ConfigError, Shown};
+
+/// What a reload can reuse from a file that loaded, or why it can reuse nothing.
+pub type Reusable = Result<reuse::Reuse, reuse::Declined>;
 pub use file::ReloadMode;
 
 use crate::cidr::Cidr;
@@ -213,9 +216,9 @@ impl Config {
         Config::parse(text, lookup, true, None)
     }
 
-    /// As [`Config::from_yaml`], and also what a later reload of the same file can reuse:
-    /// `None` when the file is not laid out the way [`reuse`] needs.
-    pub fn from_yaml_reusable(text: &str) -> Result<(Config, Option<reuse::Reuse>), ConfigError> {
+    /// As [`Config::from_yaml`], and also what a later reload of the same file can reuse,
+    /// or why it can reuse nothing (the file is not laid out the way [`reuse`] needs).
+    pub fn from_yaml_reusable(text: &str) -> Result<(Config, Reusable), ConfigError> {
         Config::from_yaml_reusable_with(text, &env::process_env)
     }
 
@@ -223,7 +226,7 @@ impl Config {
     pub fn from_yaml_reusable_with(
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<(Config, Option<reuse::Reuse>), ConfigError> {
+    ) -> Result<(Config, Reusable), ConfigError> {
         let mut kept = Vec::new();
         let config = Config::parse(text, lookup, true, Some(&mut kept))?;
         let reuse = reuse::Reuse::new(text, kept, &config.gateway);

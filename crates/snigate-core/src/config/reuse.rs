@@ -37,22 +37,26 @@ use std::sync::Arc;
 pub enum Declined {
     /// Tabs, line breaks other than `\n`, or a byte-order mark, which the split does not
     /// follow.
-    #[error("the file has tabs, line breaks other than LF, or a byte-order mark")]
+    #[error("the file has a tab, a line break other than LF, or a byte-order mark; write it with spaces and LF line ends")]
     Characters,
     /// No `gateway:` line with a `routes:` line under it and a block list after that.
-    #[error("no block list under a `routes:` line of `gateway:`")]
+    #[error("no `routes:` line under `gateway:` followed by a list of `- ` items")]
     NoRoutesList,
     /// A line of the route items uses YAML that [`split`] does not follow.
-    #[error("line {line} of the route list is not a simple line (see the module's rules)")]
+    #[error("line {line} uses YAML that a reload cannot cut around (an anchor, alias, tag, `|` or `>` block, a value that goes on past its line, or a line indented between `routes:` and its items); write each route value on its own line")]
     NotSimple {
         /// The line's number in the file, from 1.
         line: usize,
     },
+    /// The text before `routes:` does not parse on its own, or the items the split found
+    /// are not the routes the whole parse found.
+    #[error("the text before `routes:` does not stand on its own, or the list is not cut where YAML cuts it")]
+    Layout,
     /// The text around the route items differs from what loaded last time.
     #[error("the file changed outside the route items")]
     OutsideRoutes,
     /// A changed item failed to parse or check on its own.
-    #[error("route item {index} does not parse and check on its own")]
+    #[error("gateway.routes[{index}] does not parse or pass its check on its own")]
     Item {
         /// The item's index in the list.
         index: usize,
@@ -66,7 +70,7 @@ pub enum Declined {
 }
 
 /// A file cut around its route items; see the module's rules.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Split<'t> {
     /// Everything before the `routes:` line.
     pub head: &'t str,
@@ -97,23 +101,27 @@ pub fn split(text: &str) -> Result<Split<'_>, Declined> {
     if text.contains(['\r', '\t', '\u{85}', '\u{2028}', '\u{2029}', '\u{feff}']) {
         return Err(Declined::Characters);
     }
-    // Byte offset of each line's start, and the lines themselves without their newline.
-    let mut lines: Vec<(usize, &str)> = Vec::new();
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        lines.push((at, line.strip_suffix('\n').unwrap_or(line)));
-        at += line.len();
+    // Byte offset of each line's start.
+    let mut starts: Vec<usize> = vec![0];
+    starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    if starts.last() == Some(&text.len()) {
+        starts.pop();
     }
-    let offset = |i: usize| lines.get(i).map_or(text.len(), |l| l.0);
-    let gateway = lines
-        .iter()
-        .position(|(_, l)| l.strip_prefix("gateway:").is_some_and(bare))
+    let offset = |i: usize| starts.get(i).copied().unwrap_or(text.len());
+    // Line `i` without its newline.
+    let line = |i: usize| {
+        let l = &text[offset(i)..offset(i + 1)];
+        l.strip_suffix('\n').unwrap_or(l)
+    };
+    let count = starts.len();
+    let gateway = (0..count)
+        .position(|i| line(i).strip_prefix("gateway:").is_some_and(bare))
         .ok_or(Declined::NoRoutesList)?;
     // The gateway's keys are at the indentation of its first line; `routes:` is one of them.
     let mut key_indent = None;
     let mut routes = None;
-    for (i, (_, line)) in lines.iter().enumerate().skip(gateway + 1) {
-        let Some((indent, rest)) = content(line) else {
+    for i in gateway + 1..count {
+        let Some((indent, rest)) = content(line(i)) else {
             continue;
         };
         if indent == 0 {
@@ -128,9 +136,9 @@ pub fn split(text: &str) -> Result<Split<'_>, Declined> {
     let (routes, keys) = routes.ok_or(Declined::NoRoutesList)?;
     let mut items: Vec<usize> = Vec::new();
     let mut item_indent = None;
-    let mut end = lines.len();
-    for (i, (_, line)) in lines.iter().enumerate().skip(routes + 1) {
-        let Some((indent, rest)) = content(line) else {
+    let mut end = count;
+    for i in routes + 1..count {
+        let Some((indent, rest)) = content(line(i)) else {
             continue;
         };
         let starts_item = rest == "-" || rest.starts_with("- ");
@@ -339,7 +347,6 @@ impl Hasher for Low64 {
 type ByPrint = HashMap<u128, Arc<Route>, BuildHasherDefault<Low64>>;
 
 /// What the last file that loaded leaves for the next reload: see the module's rules.
-#[derive(Debug)]
 pub struct Reuse {
     head: String,
     routes_line: String,
@@ -364,19 +371,48 @@ pub struct Reloaded {
     pub parsed: usize,
 }
 
+// The file's text (credentials written in it included) is never shown: only sizes.
+impl std::fmt::Debug for Split<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Split")
+            .field("head_bytes", &self.head.len())
+            .field("items", &self.items.len())
+            .field("tail_bytes", &self.tail.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Reuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reuse")
+            .field("head_bytes", &self.head.len())
+            .field("routes", &self.routes.len())
+            .field("tail_bytes", &self.tail.len())
+            .finish()
+    }
+}
+
 impl Reuse {
     /// What a reload can take from `text`, which loaded as `gateway` with `kept` as its
-    /// routes in file order; `None` when the text is not laid out as the module requires.
-    pub(super) fn new(text: &str, kept: Vec<Kept>, gateway: &GatewayConfig) -> Option<Reuse> {
-        let split = split(text).ok()?;
+    /// routes in file order; `Err` when the text is not laid out as the module requires.
+    pub(super) fn new(
+        text: &str,
+        kept: Vec<Kept>,
+        gateway: &GatewayConfig,
+    ) -> Result<Reuse, Declined> {
+        let split = split(text)?;
         if split.items.len() != kept.len() {
-            return None;
+            return Err(Declined::Layout);
         }
         // The text before `routes:` must stand alone: nothing in it may go on past it.
-        let head: serde_yaml::Value = serde_yaml::from_str(split.head).ok()?;
-        let gateway_value = head.as_mapping()?.get("gateway")?;
+        let head: serde_yaml::Value =
+            serde_yaml::from_str(split.head).map_err(|_| Declined::Layout)?;
+        let gateway_value = head
+            .as_mapping()
+            .and_then(|m| m.get("gateway"))
+            .ok_or(Declined::Layout)?;
         if !(gateway_value.is_null() || gateway_value.is_mapping()) {
-            return None;
+            return Err(Declined::Layout);
         }
         let keys = Keys::default();
         let mut routes = ByPrint::with_capacity_and_hasher(kept.len(), Default::default());
@@ -387,8 +423,12 @@ impl Reuse {
             }
             route_warnings += said.len();
         }
-        let base = gateway.warnings.len().checked_sub(route_warnings)?;
-        Some(Reuse {
+        let base = gateway
+            .warnings
+            .len()
+            .checked_sub(route_warnings)
+            .ok_or(Declined::Layout)?;
+        Ok(Reuse {
             head: split.head.to_owned(),
             routes_line: split.routes_line.to_owned(),
             tail: split.tail.to_owned(),

@@ -478,7 +478,6 @@ fn listener(index: usize, l: &FileListener, lookup: Lookup) -> Result<ListenerCo
     })
 }
 
-/// The static routes. A pattern that appears twice is refused once, by the table itself.
 /// What each route's check takes from the rest of `gateway:`.
 pub(super) struct RouteContext<'a> {
     /// Looks `${VAR}` references up.
@@ -494,6 +493,8 @@ pub(super) struct RouteContext<'a> {
 /// A route in file order, with the warnings its check gave, for a later reload to reuse.
 pub(super) type Kept = (Arc<Route>, Vec<String>);
 
+/// The static routes, each checked by [`route`]; a pattern that appears twice is refused
+/// by the table itself. With `keep`, also each route in file order with its warnings.
 fn routes(
     g: &FileGateway,
     cx: &RouteContext,
@@ -586,7 +587,9 @@ fn duplicate(
             Shown::Text(_) => Shown::Text(dup.0.to_string()),
             env => env,
         },
-        Err(_) => Shown::Text(dup.0.to_string()),
+        // Not reached: `route` expanded the same text. Show it as written, references
+        // and all, so that no variable's value appears.
+        Err(_) => Shown::Text(written.clone()),
     };
     ConfigError::DuplicateRoute {
         index,
