@@ -35,10 +35,9 @@ pub struct Reloader {
     path: PathBuf,
     /// What the worker runs now: the file it started with, plus what reloads applied.
     running: Mutex<snigate_core::config::Config>,
-    /// The config the file made at the last load that can be reused, as the file says it
-    /// (settings that need an upgrade included) but without its routes, which a reload
-    /// takes from what the reuse keeps.
-    loaded: Mutex<Option<(snigate_core::config::Config, Reuse)>>,
+    /// What the next reload can reuse of the last file that loaded, as the file says it
+    /// (settings that need an upgrade included).
+    loaded: Mutex<Option<Reuse>>,
     hub: Arc<Hub>,
     shared: Arc<Shared>,
     /// Counts reloads, so that a pending trim can tell whether another came since.
@@ -57,7 +56,7 @@ impl Reloader {
     ) -> Self {
         Reloader {
             path,
-            loaded: Mutex::new(reuse.map(|r| (without_routes(&running), r))),
+            loaded: Mutex::new(reuse),
             running: Mutex::new(running),
             hub,
             shared,
@@ -91,15 +90,15 @@ impl Reloader {
         text: &str,
     ) -> Result<(snigate_core::config::Config, String), ConfigError> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((previous, reuse)) = loaded.as_ref() {
-            match reuse.reload(text, previous) {
+        if let Some(reuse) = loaded.as_ref() {
+            match reuse.reload(text) {
                 Ok(r) => {
                     let how = format!(
                         "{} of {} route items parsed again",
                         r.parsed,
                         r.config.gateway.routes.len()
                     );
-                    *loaded = Some((without_routes(&r.config), r.reuse));
+                    *loaded = Some(r.reuse);
                     return Ok((r.config, how));
                 }
                 Err(why) => log::info!("reload of {path} parses the whole file: {why}"),
@@ -107,7 +106,7 @@ impl Reloader {
         }
         let (config, reuse) = Config::from_yaml_reusable(text)?.into_core();
         *loaded = match reuse {
-            Some(Ok(reuse)) => Some((without_routes(&config), reuse)),
+            Some(Ok(reuse)) => Some(reuse),
             Some(Err(why)) => {
                 if !config.gateway.routes.is_empty() {
                     log::info!("reload of {path}: the next one parses the whole file too: {why}");
@@ -143,7 +142,7 @@ impl Reloader {
             // The file's routes are the running ones: what the next reload reuses points at
             // those, so that the copies made for this one are freed with it.
             let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, reuse)) = loaded.as_mut() {
+            if let Some(reuse) = loaded.as_mut() {
                 reuse.share(&running.gateway.routes);
             }
         }
@@ -226,11 +225,4 @@ impl Reloader {
             self.trim_when_settled();
         }
     }
-}
-
-/// `config` with an empty route table: what a reuse needs of the config it came from.
-fn without_routes(config: &snigate_core::config::Config) -> snigate_core::config::Config {
-    let mut c = config.clone();
-    c.gateway.routes = Default::default();
-    c
 }

@@ -229,7 +229,7 @@ impl Config {
     ) -> Result<(Config, Reusable), ConfigError> {
         let mut kept = Vec::new();
         let config = Config::parse(text, lookup, true, Some(&mut kept))?;
-        let reuse = reuse::Reuse::new(text, kept, &config.gateway);
+        let reuse = reuse::Reuse::new(text, kept, &config);
         Ok((config, reuse))
     }
 

@@ -26,7 +26,7 @@
 
 use super::file::FileRoute;
 use super::validate::{self, Kept, RouteContext};
-use super::{env, Config, GatewayConfig};
+use super::{env, Config};
 use crate::routes::{Route, RouteTable};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -346,17 +346,23 @@ impl Hasher for Low64 {
 /// Routes by the fingerprint of their item's text.
 type ByPrint = HashMap<u128, Arc<Route>, BuildHasherDefault<Low64>>;
 
-/// What the last file that loaded leaves for the next reload: see the module's rules.
-pub struct Reuse {
+/// What stays from one reload to the next while only route items change: the text around
+/// them, and the config it makes without the routes.
+struct Fixed {
     head: String,
     routes_line: String,
     tail: String,
+    /// The config the file made, with no routes and only the warnings of everything else.
+    base: Config,
+}
+
+/// What the last file that loaded leaves for the next reload: see the module's rules.
+pub struct Reuse {
+    fixed: Arc<Fixed>,
     keys: Keys,
     /// Each item's route, by the fingerprint of its text; not those whose check gave a
     /// warning, which names the item's place in the list.
     routes: ByPrint,
-    /// The warnings of everything but the routes.
-    base_warnings: Vec<String>,
 }
 
 /// A reload that reused routes: the new config, what the next reload can reuse, and how
@@ -374,32 +380,48 @@ pub struct Reloaded {
 // The file's text (credentials written in it included) is never shown: only sizes.
 impl std::fmt::Debug for Split<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Split")
-            .field("head_bytes", &self.head.len())
-            .field("items", &self.items.len())
-            .field("tail_bytes", &self.tail.len())
-            .finish()
+        sizes(
+            f,
+            "Split",
+            self.head,
+            ("items", self.items.len()),
+            self.tail,
+        )
     }
 }
 
 impl std::fmt::Debug for Reuse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reuse")
-            .field("head_bytes", &self.head.len())
-            .field("routes", &self.routes.len())
-            .field("tail_bytes", &self.tail.len())
-            .finish()
+        let fixed = &self.fixed;
+        sizes(
+            f,
+            "Reuse",
+            &fixed.head,
+            ("routes", self.routes.len()),
+            &fixed.tail,
+        )
     }
 }
 
+/// Shows a cut file by its sizes alone.
+fn sizes(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    head: &str,
+    (what, count): (&str, usize),
+    tail: &str,
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("head_bytes", &head.len())
+        .field(what, &count)
+        .field("tail_bytes", &tail.len())
+        .finish()
+}
+
 impl Reuse {
-    /// What a reload can take from `text`, which loaded as `gateway` with `kept` as its
+    /// What a reload can take from `text`, which loaded as `config` with `kept` as its
     /// routes in file order; `Err` when the text is not laid out as the module requires.
-    pub(super) fn new(
-        text: &str,
-        kept: Vec<Kept>,
-        gateway: &GatewayConfig,
-    ) -> Result<Reuse, Declined> {
+    pub(super) fn new(text: &str, kept: Vec<Kept>, config: &Config) -> Result<Reuse, Declined> {
         let split = split(text)?;
         if split.items.len() != kept.len() {
             return Err(Declined::Layout);
@@ -423,18 +445,24 @@ impl Reuse {
             }
             route_warnings += said.len();
         }
-        let base = gateway
+        let mut base = config.clone();
+        base.gateway.routes = RouteTable::default();
+        let others = base
+            .gateway
             .warnings
             .len()
             .checked_sub(route_warnings)
             .ok_or(Declined::Layout)?;
+        base.gateway.warnings.truncate(others);
         Ok(Reuse {
-            head: split.head.to_owned(),
-            routes_line: split.routes_line.to_owned(),
-            tail: split.tail.to_owned(),
+            fixed: Arc::new(Fixed {
+                head: split.head.to_owned(),
+                routes_line: split.routes_line.to_owned(),
+                tail: split.tail.to_owned(),
+                base,
+            }),
             keys,
             routes,
-            base_warnings: gateway.warnings[..base].to_vec(),
         })
     }
 
@@ -451,28 +479,27 @@ impl Reuse {
         }
     }
 
-    /// The config `text` makes, given that `previous` is the config this reuse came from:
-    /// only items whose text is new are parsed and checked. `Err` says why the whole file
-    /// must be parsed instead.
-    pub fn reload(&self, text: &str, previous: &Config) -> Result<Reloaded, Declined> {
-        self.reload_with(text, previous, &env::process_env)
+    /// The config `text` makes: only items whose text is new are parsed and checked.
+    /// `Err` says why the whole file must be parsed instead.
+    pub fn reload(&self, text: &str) -> Result<Reloaded, Declined> {
+        self.reload_with(text, &env::process_env)
     }
 
     /// As [`Reuse::reload`], looking variables up with `lookup`.
     pub fn reload_with(
         &self,
         text: &str,
-        previous: &Config,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Reloaded, Declined> {
         let split = split(text)?;
-        if split.head != self.head
-            || split.routes_line != self.routes_line
-            || split.tail != self.tail
+        let fixed = &self.fixed;
+        if split.head != fixed.head
+            || split.routes_line != fixed.routes_line
+            || split.tail != fixed.tail
         {
             return Err(Declined::OutsideRoutes);
         }
-        let gateway = &previous.gateway;
+        let gateway = &fixed.base.gateway;
         if split.items.len() > gateway.max_routes {
             return Err(Declined::TooMany);
         }
@@ -484,7 +511,7 @@ impl Reuse {
         };
         let mut table = RouteTable::with_capacity(split.items.len());
         let mut routes = ByPrint::with_capacity_and_hasher(split.items.len(), Default::default());
-        let mut warnings = self.base_warnings.clone();
+        let mut warnings = gateway.warnings.clone();
         let mut parsed = 0;
         for (index, item) in split.items.iter().enumerate() {
             let print = self.keys.fingerprint(item);
@@ -512,18 +539,15 @@ impl Reuse {
                 routes.insert(print, route);
             }
         }
-        let mut config = previous.clone();
+        let mut config = fixed.base.clone();
         config.gateway.routes = table;
         config.gateway.warnings = warnings;
         Ok(Reloaded {
             config,
             reuse: Reuse {
-                head: self.head.clone(),
-                routes_line: self.routes_line.clone(),
-                tail: self.tail.clone(),
+                fixed: fixed.clone(),
                 keys: self.keys.clone(),
                 routes,
-                base_warnings: self.base_warnings.clone(),
             },
             parsed,
         })
